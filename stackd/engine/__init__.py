@@ -1,0 +1,1 @@
+"""The container engine: images, volumes, containers, shims and the OCI runtime."""

@@ -1,0 +1,1 @@
+"""stackd-runtime: a runc-style OCI runtime (synchronous, single-threaded, never imports trio)."""

@@ -1,0 +1,1 @@
+"""stackd.engine.shim."""

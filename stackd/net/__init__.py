@@ -1,0 +1,1 @@
+"""Networking: IPAM, bridges, veth pairs, published ports and service DNS."""

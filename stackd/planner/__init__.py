@@ -1,0 +1,1 @@
+"""The planner: desired vs observed state, diffed into a DAG of actions."""
