@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -14,3 +15,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# CI clones the repository beside a copy of shared/ (the corpus lives there).
+CORPUS = REPO_ROOT.parent / "shared" / "corpus"
+
+
+@pytest.fixture(scope="session")
+def corpus_dir() -> Path:
+    """../shared/corpus: public Compose files and compose-go's loader fixtures."""
+    if not CORPUS.is_dir():
+        pytest.fail(f"corpus not found at {CORPUS}: CI lays shared/ beside the repository")
+    return CORPUS
