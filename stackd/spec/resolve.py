@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
+from stackd.errors import SpecError
 from stackd.spec.options import LoadOptions
 from stackd.spec.source import Node
+
+if TYPE_CHECKING:
+    from stackd.spec.interpolate import Variable
 
 
 @dataclass(frozen=True)
@@ -49,19 +53,46 @@ class Resolved:
 
 def resolve(options: LoadOptions) -> Resolved:
     """Load, interpolate, include, extend and merge the stack files the options name."""
-    from stackd.spec.project import project_name_from, stack_files
-    from stackd.spec.source import parse_yaml, read_file
+    from stackd.spec.environment import build_environment, env_files_for
+    from stackd.spec.extends import Context, parse_file
+    from stackd.spec.include import load_project
+    from stackd.spec.interpolate import TemplateError, substitute
+    from stackd.spec.project import project_name, stack_files
 
-    files = stack_files(options)
-    trees: list[Any] = []
+    environ = options.environ
+    working_dir = os.path.abspath(options.working_dir)
+    explicit_dir = (
+        os.path.normpath(os.path.join(working_dir, options.project_directory)) if options.project_directory else None
+    )
+    first = next((f for f in options.files if f != "-"), None)
+    env_dir = explicit_dir or (os.path.dirname(os.path.join(working_dir, first)) if first else working_dir)
+    env_files = env_files_for(options.env_files, env_dir, working_dir, environ)
+    environment = build_environment(environ, env_files)
+    files = stack_files(options.files, environment, working_dir)
+    first_file = next((f for f in files if f != "-"), None)
+    directory = explicit_dir or (os.path.dirname(first_file) if first_file else working_dir)
+    ctx = Context(environment, environ, options.interpolate, options.stdin_text, working_dir=working_dir)
+    yaml_name = None
     for path in files:
-        if path == "-":
-            tree = parse_yaml(options.stdin_text or "", "<stdin>")
-        else:
-            tree = read_file(path)
-        trees.append(tree if tree is not None else Node())
-    tree = trees[0]
-    directory = options.project_directory or os.path.dirname(files[0])
-    name = project_name_from(options, dict(options.environ), tree, directory)
-    tree.set("name", name)
-    return Resolved(tree, name, directory, tuple(files), dict(options.environ), [])
+        raw = ctx.parsed[path] = parse_file(path, ctx)
+        value = raw.get("name") if isinstance(raw, dict) else None
+        if isinstance(value, str) and value:
+            try:
+                yaml_name = substitute(value, environment.get) if options.interpolate else value
+            except TemplateError as exc:
+                raise SpecError(str(exc), position=raw.position_of("name"), path="name") from None
+    name = project_name(options.project_name, environment, yaml_name, directory)
+    environment["COMPOSE_PROJECT_NAME"] = name
+    tree = load_project(files, ctx, directory, ())
+    tree.set("name", name, tree.val_pos.get("name"), tree.key_pos.get("name"))
+    return Resolved(tree, name, directory, tuple(files), environment, ctx.warnings)
+
+
+def variables(options: LoadOptions) -> list[Variable]:
+    """The variables the stack files use (for `config --variables`), without interpolating."""
+    from dataclasses import replace
+
+    from stackd.spec.interpolate import list_variables
+
+    resolved = resolve(replace(options, interpolate=False))
+    return list_variables(resolved.tree)
