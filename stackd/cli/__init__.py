@@ -19,6 +19,10 @@ from stackd.errors import StackdError
 
 # verb → ("module:attribute", one-line help); a module is imported only when its verb runs.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "image": ("stackd.cli.image:image", "Manage images (pull, ls, rm, inspect, load, save, prune)."),
+    "images": ("stackd.cli.image:images_cmd", "List images (alias of `image ls`)."),
+    "login": ("stackd.cli.image:login", "Log in to a container registry."),
+    "logout": ("stackd.cli.image:logout", "Log out from a container registry."),
     "config": ("stackd.cli.config:config", "Parse, resolve and render the stack file in canonical form."),
 }
 
