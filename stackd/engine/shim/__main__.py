@@ -1,0 +1,67 @@
+"""Entry point of the shim process: ``python -S -c BOOT spawn|serve DIR READY_FD``.
+
+``python -m`` would load runpy and importlib's helpers (+0.5-0.9 MB RSS), hence ``-c`` with the
+tiny ``BOOT`` snippet; ``python -S -m stackd.engine.shim`` works too.
+
+``spawn`` (started by the client in a new session) forks; the child makes itself a child
+subreaper (``prctl(PR_SET_CHILD_SUBREAPER)``, kept across exec) and execs a fresh interpreter
+with ``serve``, so ctypes never weighs on the long-lived shim; the parent exits at once, so the
+shim is reparented away from the engine. ``serve`` writes ``shim.pid`` and runs the loop.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+PR_SET_CHILD_SUBREAPER = 36
+BOOT = "import sys;from stackd.engine.shim.__main__ import main;sys.exit(main(sys.argv[1:]))"
+
+
+def command(python: str, verb: str, directory: str, ready_fd: int) -> list[str]:
+    """The argv that runs the shim stage ``verb`` (spawn or serve)."""
+    return [python, "-S", "-c", BOOT, verb, directory, str(ready_fd)]
+
+
+def _spawn(directory: str, ready_fd: int) -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pid = os.fork()
+    if pid:
+        os._exit(0)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        os.write(
+            ready_fd,
+            f"error: prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(ctypes.get_errno())}\n".encode(),
+        )
+        os._exit(1)
+    os.set_inheritable(ready_fd, True)
+    os.execv(sys.executable, command(sys.executable, "serve", directory, ready_fd))
+
+
+def _serve(directory: str, ready_fd: int) -> None:
+    from stackd.engine.shim.proc import write_atomic
+    from stackd.engine.shim.server import Shim
+
+    os.set_inheritable(ready_fd, False)
+    write_atomic(os.path.join(directory, "shim.pid"), f"{os.getpid()}\n".encode())
+    try:
+        shim = Shim(directory)
+    except Exception as exc:
+        os.write(ready_fd, f"error: shim config: {exc}\n".encode())
+        raise
+    shim.serve(ready_fd)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 3 or argv[0] not in ("spawn", "serve"):
+        sys.stderr.write("usage: stackd.engine.shim spawn|serve DIR READY_FD\n")
+        return 2
+    verb, directory, ready = argv
+    (_spawn if verb == "spawn" else _serve)(directory, int(ready))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

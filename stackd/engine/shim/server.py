@@ -1,0 +1,622 @@
+"""The shim process: runs one container through the runtime and serves its control socket.
+
+Single-threaded, epoll based, stdlib C modules only (RSS matters: one shim per container).
+It is the container's subreaper (set before exec by ``__main__``), owns its stdio (pipes, or
+the pty master received on the console socket), writes the json-file log, records exits in
+``state.json`` atomically, restarts per policy with backoff, runs the healthcheck through
+``<runtime> exec``, and serves ``shim.sock`` (0600). Stop (signal, grace period, SIGKILL) is
+implemented here, so it completes even if the engine goes away. Files in the shim directory:
+``shim.json`` (config, written by the client), ``shim.pid``, ``shim.sock``, ``state.json``,
+``init.pid``, ``runtime.log``.
+"""
+
+from __future__ import annotations
+
+import _signal
+import _socket
+import errno
+import os
+import select
+import time
+
+from stackd.engine.shim import protocol as P
+from stackd.engine.shim.health import HealthConfig, HealthMonitor
+from stackd.engine.shim.logs import LogWriter, format_time
+from stackd.engine.shim.ops import handle_frame
+from stackd.engine.shim.proc import (
+    Runtime,
+    exit_code,
+    pipe,
+    read_json,
+    recv_fd,
+    set_nonblocking,
+    set_winsize,
+    spawn,
+    unix_address,
+    waitpid_blocking,
+    write_json,
+)
+from stackd.engine.shim.restart import RestartManager, RestartPolicy
+from stackd.engine.shim.session import Conn, Session, Timers
+
+IN = select.EPOLLIN
+OUT = select.EPOLLOUT
+CREATED, RUNNING, RESTARTING, EXITED = "created", "running", "restarting", "exited"
+
+
+class ShimError(Exception):
+    """Starting the container failed; the message goes back through the ready pipe."""
+
+
+class Shim:
+    """One container's shim: state, sessions and the event loop."""
+
+    def __init__(self, directory: str) -> None:
+        self.dir = directory
+        cfg = read_json(os.path.join(directory, "shim.json"))
+        assert isinstance(cfg, dict)
+        self.cfg = cfg
+        self.id = str(cfg["id"])
+        self.bundle = str(cfg["bundle"])
+        self.runtime = Runtime(
+            str(cfg.get("runtime") or "runc"),
+            root=cfg.get("runtime_root") or None,
+            log=os.path.join(directory, "runtime.log"),
+            extra=list(cfg.get("runtime_args") or []),
+        )
+        proc = _bundle_process(self.bundle)
+        self.tty = bool(proc.get("terminal"))
+        self.open_stdin = bool(cfg.get("stdin"))
+        self.logs = LogWriter(
+            str(cfg.get("log_path") or os.path.join(directory, "container-json.log")),
+            max_size=int(cfg.get("log_max_size") or 0),
+            max_file=int(cfg.get("log_max_file") or 1),
+        )
+        self.restart = RestartManager(
+            RestartPolicy.parse(str(cfg.get("restart") or "no")), time.monotonic
+        )
+        health = cfg.get("health")
+        self.health = (
+            HealthMonitor(HealthConfig.from_dict(health), time.time)
+            if isinstance(health, dict)
+            else None
+        )
+        self.health_probe: dict[str, object] | None = None
+        self.stop_signal = int(cfg.get("stop_signal") or 15)
+        self.cgroup = _cgroup_path(self.bundle)
+        self.ep = select.epoll()
+        self.handlers: dict[int, object] = {}
+        self.timers = Timers()
+        self.conns: dict[int, Conn] = {}
+        self.sessions: dict[int, Session] = {}
+        self.next_channel = 1
+        self.waiters: list[tuple[Conn, int]] = []
+        self.children: dict[int, Session | str] = {}
+        self.status = CREATED
+        self.pid = 0
+        self.exit_code: int | None = None
+        self.oom = False
+        self.started_at = ""
+        self.finished_at = ""
+        self.error = ""
+        self.main = Session(0, tty=self.tty)
+        self.stop_timer: list[object] | None = None
+        self.restart_timer: list[object] | None = None
+        self.done = False
+        self.shutdown_after_exit = False
+        self.state_path = os.path.join(directory, "state.json")
+
+    # --- state ------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "status": self.status,
+            "pid": self.pid,
+            "exit_code": self.exit_code,
+            "oom_killed": self.oom,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "restart_count": self.restart.restart_count,
+            "restart_policy": str(self.restart.policy),
+            "manually_stopped": self.restart.manually_stopped,
+            "health": self.health.to_dict() if self.health else None,
+            "log_dropped": self.logs.dropped,
+            "log_error": self.logs.last_error,
+            "error": self.error,
+            "shim_pid": os.getpid(),
+            "tty": self.tty,
+        }
+
+    def save(self) -> None:
+        write_json(self.state_path, self.state())
+
+    # --- container lifecycle ----------------------------------------------------------------
+
+    def launch(self) -> None:
+        """Create and start the container through the runtime; raise ShimError on failure."""
+        pid_file = os.path.join(self.dir, "init.pid")
+        if os.path.exists(pid_file):
+            os.unlink(pid_file)
+        if self.pid or self.exit_code is not None:  # a restart: the previous run may linger
+            self.runtime.delete(self.id, force=True)
+        main = self.main = Session(0, tty=self.tty)
+        child_fds: list[int] = []
+        console = None
+        listener = None
+        try:
+            if self.tty:
+                listener, console = _console_listener()
+                stdio = (-1, -1, -1)
+            else:
+                in_fd = -1
+                if self.open_stdin:
+                    r, w = pipe()
+                    main.stdin_fd, in_fd = w, r
+                    child_fds.append(r)
+                out_r, out_w = pipe()
+                err_r, err_w = pipe()
+                child_fds += [out_w, err_w]
+                main.out_fds = {out_r: P.STDOUT, err_r: P.STDERR}
+                stdio = (in_fd, out_w, err_w)
+            pid = spawn(
+                self.runtime.create_argv(self.id, self.bundle, pid_file, console),
+                stdin=stdio[0],
+                stdout=stdio[1],
+                stderr=stdio[2],
+            )
+            if listener is not None:
+                try:
+                    master = _accept_console(listener, pid)
+                except OSError as exc:
+                    os.kill(pid, 9)
+                    waitpid_blocking(pid)
+                    raise ShimError(
+                        f"receiving the console from the runtime: {exc} {self.runtime.error_text()}"
+                    )
+                main.out_fds = {master: P.STDOUT}
+                main.stdin_fd = master
+                main.master = master
+                size = self.cfg.get("console_size")
+                if isinstance(size, list) and len(size) == 2:
+                    set_winsize(master, int(size[0]), int(size[1]))
+            rc = waitpid_blocking(pid)
+            for fd in child_fds:
+                os.close(fd)
+            child_fds = []
+            if rc != 0:
+                raise ShimError(
+                    f"{self.runtime.base[0]} create failed: {self.runtime.error_text()}"
+                )
+            with open(pid_file) as f:
+                self.pid = int(f.read().strip() or 0)
+            for fd in main.out_fds:
+                set_nonblocking(fd)
+                self.register(fd, IN, self.on_output)
+            if main.stdin_fd >= 0 and main.master < 0:
+                set_nonblocking(main.stdin_fd)
+            rc, err = self.runtime.start(self.id)
+            if rc != 0:
+                self.runtime.delete(self.id, force=True)
+                raise ShimError(f"{self.runtime.base[0]} start failed: {err}")
+        except BaseException:
+            for fd in child_fds:
+                os.close(fd)
+            main.close_all(self)
+            raise
+        finally:
+            if listener is not None:
+                listener.close()
+        self.status = RUNNING
+        self.exit_code = None
+        self.oom = False
+        self.error = ""
+        self.started_at = format_time(time.time())
+        self.finished_at = ""
+        self.restart.started()
+        if self.health and self.health.config.argv():
+            self.health.container_started()
+            self.schedule_health()
+        self.save()
+
+    def container_exited(self, code: int) -> None:
+        """The init process was reaped: drain output, record, clean up, maybe restart."""
+        self.main.drain(self)
+        self.main.close_all(self)
+        self.logs.flush()
+        self.oom = _oom_killed(self.cgroup)
+        self.runtime.delete(self.id, force=True)
+        self.exit_code = code
+        self.pid = 0
+        self.finished_at = format_time(time.time())
+        if self.stop_timer is not None:
+            self.timers.cancel(self.stop_timer)
+            self.stop_timer = None
+        if self.health:
+            self.health.container_stopped()
+        for conn in list(self.conns.values()):
+            if conn.attached:
+                conn.send(
+                    P.eof(0, P.STDOUT)
+                    + P.eof(0, P.STDERR)
+                    + P.event("exit", channel=0, exit_code=code)
+                )
+                conn.attached = False
+        for conn, req_id in self.waiters:
+            conn.send(P.reply(req_id, {"exit_code": code, "oom_killed": self.oom}))
+        self.waiters = []
+        delay = self.restart.exited(code)
+        if self.shutdown_after_exit:
+            self.done = True
+            delay = None
+        if delay is None:
+            self.status = EXITED
+        else:
+            self.status = RESTARTING
+            self.restart_timer = self.timers.add(delay, self.do_restart)
+        self.save()
+
+    def do_restart(self) -> None:
+        self.restart_timer = None
+        try:
+            self.launch()
+        except ShimError as exc:
+            self.error = str(exc)
+            self.logs.write("stderr", f"stackd-shim: restart failed: {exc}\n".encode())
+            self.container_exited(128)
+
+    def stop(self, sig: int, timeout: float) -> None:
+        self.restart.stopped_by_user()
+        if self.status == RESTARTING:
+            if self.restart_timer is not None:
+                self.timers.cancel(self.restart_timer)
+                self.restart_timer = None
+            self.status = EXITED
+            self.save()
+            return
+        if self.status != RUNNING:
+            return
+        self.save()
+        self.runtime.kill(self.id, sig)
+        if self.stop_timer is None:
+            self.stop_timer = self.timers.add(max(0.0, timeout), self.stop_timeout)
+
+    def stop_timeout(self) -> None:
+        self.stop_timer = None
+        if self.status == RUNNING:
+            rc, _ = self.runtime.kill(self.id, 9, all_processes=True)
+            if rc != 0 and self.pid:
+                try:
+                    os.kill(self.pid, 9)
+                except ProcessLookupError:
+                    pass
+
+    # --- healthcheck ------------------------------------------------------------------------
+
+    def schedule_health(self) -> None:
+        h = self.health
+        if h is None or h.next_at is None:
+            return
+        self.timers.add(max(0.0, h.next_at - time.time()), self.run_health)
+
+    def run_health(self) -> None:
+        h = self.health
+        if h is None or self.status != RUNNING or not h.due():
+            return
+        argv = h.config.argv()
+        if not argv:
+            return
+        r, w = pipe()
+        pid_file = os.path.join(self.dir, "health.pid")
+        start = time.time()
+        deadline = h.probe_started() - start
+        runtime_pid = spawn(
+            self.runtime.exec_argv(self.id, argv, pid_file=pid_file), stdout=w, stderr=w
+        )
+        os.close(w)
+        set_nonblocking(r)
+        rc = waitpid_blocking(runtime_pid)
+        pid = _read_pid(pid_file) if rc == 0 else 0
+        probe: dict[str, object] = {
+            "pid": pid,
+            "fd": r,
+            "out": bytearray(),
+            "start": start,
+            "timed_out": False,
+        }
+        self.health_probe = probe
+        if not pid:  # the exec itself failed: a failed probe
+            probe["out"] = bytearray(self.runtime.error_text().encode())
+            self.health_done(rc or 1)
+            return
+        self.children[pid] = "health"
+        self.register(r, IN, self.on_health_output)
+        probe["timer"] = self.timers.add(deadline, self.health_timeout)
+
+    def on_health_output(self, fd: int, _events: int) -> None:
+        probe = self.health_probe
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        if not chunk or probe is None:
+            self.unregister(fd)
+            os.close(fd)
+            if probe is not None:
+                probe["fd"] = -1
+            return
+        out = probe["out"]
+        assert isinstance(out, bytearray)
+        if len(out) < 8192:
+            out += chunk
+
+    def health_timeout(self) -> None:
+        probe = self.health_probe
+        if probe is None:
+            return
+        probe["timed_out"] = True
+        try:
+            os.kill(int(probe["pid"]), 9)  # type: ignore[call-overload]
+        except ProcessLookupError:
+            pass
+
+    def health_done(self, code: int) -> None:
+        probe, self.health_probe = self.health_probe, None
+        h = self.health
+        if probe is None or h is None:
+            return
+        if "timer" in probe:
+            self.timers.cancel(probe["timer"])  # type: ignore[arg-type]
+        fd = probe["fd"]
+        out = probe["out"]
+        assert isinstance(fd, int) and isinstance(out, bytearray)
+        if fd >= 0:
+            try:
+                while chunk := os.read(fd, 65536):
+                    out += chunk
+            except BlockingIOError:
+                pass
+            self.unregister(fd)
+            os.close(fd)
+        if probe["timed_out"]:
+            code, out = -1, bytearray(h.timed_out_output())
+        h.probe_finished(code, bytes(out), float(probe["start"]), time.time())  # type: ignore[arg-type]
+        if self.status == RUNNING:
+            self.schedule_health()
+        else:
+            h.container_stopped()
+        self.save()
+
+    # --- event loop -------------------------------------------------------------------------
+
+    def register(self, fd: int, events: int, handler: object) -> None:
+        self.handlers[fd] = handler
+        self.ep.register(fd, events)
+
+    def modify(self, fd: int, events: int) -> None:
+        self.ep.modify(fd, events)
+
+    def unregister(self, fd: int) -> None:
+        if self.handlers.pop(fd, None) is not None:
+            self.ep.unregister(fd)
+
+    def on_signal(self, fd: int, _events: int) -> None:
+        _drain_fd(fd)
+        self.reap()
+
+    def on_output(self, fd: int, _events: int) -> None:
+        """Container (channel 0) output is readable: log it and fan it out to attachers."""
+        self.main.read_ready(self, fd)
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            code = exit_code(status)
+            owner = self.children.pop(pid, None)
+            if pid == self.pid and self.status == RUNNING:
+                self.container_exited(code)
+            elif owner == "health":
+                self.health_done(code)
+            elif isinstance(owner, Session):
+                owner.process_exited(self, code)
+
+    def serve(self, ready_fd: int) -> None:
+        """Start the container, report readiness on ``ready_fd``, then loop until shutdown."""
+        sig_r, sig_w = pipe()
+        set_nonblocking(sig_r)
+        set_nonblocking(sig_w)
+        _signal.set_wakeup_fd(sig_w, warn_on_full_buffer=False)
+        _signal.signal(_signal.SIGCHLD, _noop)
+        _signal.signal(_signal.SIGHUP, _signal.SIG_IGN)
+        _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)
+        self.register(sig_r, IN, self.on_signal)
+        sock_path = os.path.join(self.dir, "shim.sock")
+        listener = _listen(sock_path)
+        self.register(listener.fileno(), IN, lambda fd, ev: self.accept(listener))
+        try:
+            self.launch()
+        except ShimError as exc:
+            self.error = str(exc)
+            self.status = EXITED
+            self.save()
+            _report(ready_fd, "error: " + str(exc))
+            return
+        _report(ready_fd, "ok")
+        self.reap()
+        while not self.done:
+            timeout = self.timers.timeout()
+            try:
+                events = self.ep.poll(timeout)
+            except InterruptedError:  # pragma: no cover
+                continue
+            for fd, ev in events:
+                handler = self.handlers.get(fd)
+                if handler is not None:
+                    handler(fd, ev)  # type: ignore[operator]
+            self.timers.run()
+        self.logs.close()
+        listener.close()
+        for path in (sock_path, os.path.join(self.dir, "shim.pid")):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    def accept(self, listener: _socket.socket) -> None:
+        try:
+            fd = listener._accept()[0]  # type: ignore[attr-defined]
+        except BlockingIOError:
+            return
+        os.set_blocking(fd, False)
+        conn = Conn(fd, self.ep)
+        self.conns[fd] = conn
+        self.register(fd, IN, self.on_conn)
+
+    def on_conn(self, fd: int, events: int) -> None:
+        conn = self.conns.get(fd)
+        if conn is None:
+            return
+        if events & OUT:
+            conn.flush(self)
+        if events & (IN | select.EPOLLHUP | select.EPOLLERR):
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self.drop_conn(conn)
+                return
+            try:
+                frames = conn.decoder.feed(chunk)
+            except P.ProtocolError:
+                self.drop_conn(conn)
+                return
+            for frame in frames:
+                handle_frame(self, conn, frame)
+
+    def drop_conn(self, conn: Conn) -> None:
+        self.conns.pop(conn.fd, None)
+        self.waiters = [(c, i) for c, i in self.waiters if c is not conn]
+        self.unregister(conn.fd)
+        conn.closed = True
+        os.close(conn.fd)
+
+
+def _noop(signum: int, frame: object) -> None:
+    pass
+
+
+def _drain_fd(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _report(fd: int, text: str) -> None:
+    if fd >= 0:
+        try:
+            os.write(fd, text.encode("utf-8", "replace") + b"\n")
+        except OSError:
+            pass
+        os.close(fd)
+
+
+def _listen(path: str) -> _socket.socket:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+    addr, dirfd = unix_address(path)
+    old = os.umask(0o177)
+    try:
+        sock.bind(addr)
+    finally:
+        os.umask(old)
+        if dirfd >= 0:
+            os.close(dirfd)
+    os.chmod(path, 0o600)
+    sock.listen(64)
+    sock.setblocking(False)
+    return sock
+
+
+def _console_listener() -> tuple[_socket.socket, str]:
+    """A listening abstract unix socket for the runtime's --console-socket (no path limits)."""
+    name = f"stackd-shim-console-{os.getpid()}-{time.monotonic_ns()}"
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+    sock.bind("\0" + name)
+    sock.listen(1)
+    return sock, "@" + name
+
+
+def _accept_console(listener: _socket.socket, runtime_pid: int, timeout: float = 10.0) -> int:
+    """Accept the runtime's connection and receive the pty master (fail if the runtime died)."""
+    poller = select.poll()
+    poller.register(listener.fileno(), select.POLLIN)
+    deadline = time.monotonic() + timeout
+    while not poller.poll(100):
+        done, _ = os.waitpid(runtime_pid, os.WNOHANG)
+        if done:
+            raise OSError(errno.ECHILD, "the runtime exited before sending the console")
+        if time.monotonic() > deadline:
+            raise OSError(errno.ETIMEDOUT, "timed out waiting for the console")
+    fd = listener._accept()[0]  # type: ignore[attr-defined]
+    conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM, 0, fd)
+    try:
+        return recv_fd(conn)
+    finally:
+        conn.close()
+
+
+def _bundle_process(bundle: str) -> dict[str, object]:
+    cfg = read_json(os.path.join(bundle, "config.json"))
+    proc = cfg.get("process") if isinstance(cfg, dict) else None
+    return proc if isinstance(proc, dict) else {}
+
+
+def _cgroup_path(bundle: str) -> str:
+    try:
+        cfg = read_json(os.path.join(bundle, "config.json"))
+    except (OSError, ValueError):
+        return ""
+    linux = cfg.get("linux") if isinstance(cfg, dict) else None
+    path = linux.get("cgroupsPath") if isinstance(linux, dict) else None
+    return path if isinstance(path, str) and path.startswith("/") else ""
+
+
+def _oom_killed(cgroup: str) -> bool:
+    """Whether the kernel OOM-killed a process of the container's cgroup (v1 or v2)."""
+    if not cgroup:
+        return False
+    for path, key in (
+        (f"/sys/fs/cgroup/memory{cgroup}/memory.oom_control", "oom_kill"),
+        (f"/sys/fs/cgroup{cgroup}/memory.events", "oom_kill"),
+        (f"/sys/fs/cgroup/unified{cgroup}/memory.events", "oom_kill"),
+    ):
+        try:
+            with open(path) as f:
+                for line in f:
+                    k, _, v = line.partition(" ")
+                    if k == key and int(v or 0) > 0:
+                        return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+def _read_pid(path: str) -> int:
+    try:
+        with open(path) as f:
+            return int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
