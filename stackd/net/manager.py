@@ -1,0 +1,456 @@
+"""The network API the container manager calls: networks, attachments, published ports, restore.
+
+State lives in `<state_root>/net/state.json` (atomic replace, under an flock so several CLI
+processes can act at once); the DNS server's view is derived from it into `net/dns.json`.
+Attach containers to their networks in priority order: the first non-internal network of a
+container carries its default route (Docker's highest `priority` wins the same way).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import ipaddress
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stackd.errors import ConflictError, NotFoundError, UsageError
+from stackd.net import bridge, dns_server, ipam, nat, ports, resolvconf, veth
+from stackd.net.ipam import Pool, SubnetConfig
+from stackd.net.kernel import Kernel
+
+DEFAULT_NETWORK = "bridge"
+
+
+@dataclass(frozen=True, slots=True)
+class IpamConfig:
+    subnet: str = ""
+    gateway: str = ""
+    ip_range: str = ""
+    aux_addresses: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkSpec:
+    """What to create (the compose `networks:` entry, engine-side)."""
+
+    name: str
+    driver: str = "bridge"
+    internal: bool = False
+    ipam: Sequence[IpamConfig] = ()
+    enable_ipv6: bool = False
+    labels: Mapping[str, str] = field(default_factory=dict)
+    options: Mapping[str, str] = field(default_factory=dict)
+    attachable: bool = False
+    dns: bool = True  # name resolution (off for the default `bridge` network, as in Docker)
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkRecord:
+    name: str
+    id: str
+    bridge: str
+    driver: str
+    internal: bool
+    enable_ipv6: bool
+    subnets: tuple[SubnetConfig, ...]
+    labels: Mapping[str, str]
+    options: Mapping[str, str]
+    mtu: int
+    attachable: bool
+    dns: bool
+    created: float
+
+    def gateway(self, version: int) -> str:
+        return next((s.gateway for s in self.subnets if ipaddress.ip_network(s.subnet).version == version), "")
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    container_id: str
+    network: str
+    netns_path: str
+    ifname: str
+    host_veth: str
+    ipv4: str
+    ipv6: str
+    mac: str
+    aliases: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()  # container name, hostname, service name
+    gateway: bool = False  # this attachment carries the default route
+    priority: int = 0
+    prefix4: int = 0
+    prefix6: int = 0
+
+
+def _network_from(d: dict[str, Any]) -> NetworkRecord:
+    d = dict(d)
+    d["subnets"] = tuple(SubnetConfig(**s) for s in d["subnets"])
+    return NetworkRecord(**d)
+
+
+def _attachment_from(d: dict[str, Any]) -> Attachment:
+    d = dict(d)
+    d["aliases"] = tuple(d["aliases"])
+    d["names"] = tuple(d["names"])
+    return Attachment(**d)
+
+
+@dataclass
+class State:
+    networks: dict[str, NetworkRecord] = field(default_factory=dict)
+    attachments: list[Attachment] = field(default_factory=list)
+    ports: list[ports.PortBinding] = field(default_factory=list)
+
+
+class NetManager:
+    """Networks for one state root. `kernel` is `linux.LinuxKernel()` or `fake.FakeKernel()`."""
+
+    def __init__(
+        self,
+        state_root: str | Path,
+        kernel: Kernel,
+        *,
+        pools: Sequence[Pool] = ipam.DEFAULT_POOLS,
+        link_prefix: str = "sd",
+        table: str = nat.TABLE,
+        upstreams: Sequence[tuple[str, int]] | None = None,
+        dns_port: int = 53,
+        run_dns: bool = True,
+    ) -> None:
+        self.root = Path(state_root)
+        self.dir = self.root / "net"
+        self.kernel = kernel
+        self.pools = tuple(pools)
+        self.prefix = link_prefix
+        self.table = table
+        self._upstreams = list(upstreams) if upstreams is not None else None
+        self.dns_port = dns_port
+        self.run_dns = run_dns
+
+    # -- state ------------------------------------------------------------------------------
+    def _load(self) -> State:
+        try:
+            raw = json.loads((self.dir / "state.json").read_text())
+        except FileNotFoundError:
+            return State()
+        return State(
+            {n["name"]: _network_from(n) for n in raw["networks"]},
+            [_attachment_from(a) for a in raw["attachments"]],
+            [ports.PortBinding(**p) for p in raw["ports"]],
+        )
+
+    def _save(self, st: State) -> None:
+        raw = {
+            "networks": [asdict(n) for n in st.networks.values()],
+            "attachments": [asdict(a) for a in st.attachments],
+            "ports": [asdict(p) for p in st.ports],
+        }
+        _atomic_write(self.dir / "state.json", json.dumps(raw, indent=1))
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[State]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / "state.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield self._load()
+
+    # -- queries ----------------------------------------------------------------------------
+    def networks(self) -> list[NetworkRecord]:
+        return sorted(self._load().networks.values(), key=lambda n: n.name)
+
+    def network(self, name: str) -> NetworkRecord:
+        st = self._load()
+        if name not in st.networks:
+            raise NotFoundError(f"network {name} not found")
+        return st.networks[name]
+
+    def attachments(self, container_id: str | None = None) -> list[Attachment]:
+        return [a for a in self._load().attachments
+                if container_id is None or a.container_id == container_id]
+
+    def published(self, container_id: str | None = None) -> list[ports.PortBinding]:
+        return [p for p in self._load().ports if container_id is None or p.container_id == container_id]
+
+    # -- networks ---------------------------------------------------------------------------
+    def create_network(self, spec: NetworkSpec) -> NetworkRecord:
+        if spec.driver != "bridge":
+            raise UsageError(f"network {spec.name}: driver {spec.driver!r} is not supported (only bridge)")
+        with self._locked() as st:
+            if spec.name in st.networks:
+                raise ConflictError(f"network with name {spec.name} already exists")
+            net_id = bridge.network_id(spec.name, str(self.root))
+            taken = ipam.routes_in_the_way(self.kernel.host_routes())
+            for other in st.networks.values():
+                taken += [ipaddress.ip_network(s.subnet) for s in other.subnets]
+            subnets = self._subnets(spec, net_id, taken)
+            name = bridge.bridge_name(self.prefix, net_id[:12], spec.options)
+            if any(n.bridge == name for n in st.networks.values()):
+                raise ConflictError(f"network {spec.name}: bridge {name} is used by another network")
+            rec = NetworkRecord(
+                spec.name, net_id, name, spec.driver, spec.internal, spec.enable_ipv6,
+                tuple(subnets), dict(spec.labels), dict(spec.options),
+                bridge.mtu(spec.options), spec.attachable, spec.dns, time.time(),
+            )
+            bridge.create(self.kernel, name, rec.mtu, subnets, adopt=False)
+            st.networks[spec.name] = rec
+            try:
+                self._apply_rules(st)
+            except Exception:
+                del st.networks[spec.name]
+                bridge.delete(self.kernel, name)
+                self._apply_rules(st)
+                raise
+            self._save(st)
+        return rec
+
+    def _subnets(self, spec: NetworkSpec, net_id: str, taken: list[ipam.Network]) -> list[SubnetConfig]:
+        out: list[SubnetConfig] = []
+        for cfg in spec.ipam:
+            if not cfg.subnet:
+                continue
+            net = ipaddress.ip_network(cfg.subnet)
+            if any(net.version == t.version and net.overlaps(t) for t in taken):
+                raise ConflictError(f"network {spec.name}: subnet {net} overlaps an existing network or host route")
+            out.append(ipam.make_subnet_config(net, gateway=cfg.gateway, ip_range=cfg.ip_range,
+                                               aux=cfg.aux_addresses))
+            taken.append(net)
+        if not any(ipaddress.ip_network(s.subnet).version == 4 for s in out):
+            out.insert(0, ipam.make_subnet_config(ipam.choose_subnet(self.pools, taken)))
+        if spec.enable_ipv6 and not any(ipaddress.ip_network(s.subnet).version == 6 for s in out):
+            out.append(ipam.make_subnet_config(ipam.ula_subnet(net_id, taken)))
+        return out
+
+    def ensure_network(self, spec: NetworkSpec) -> NetworkRecord:
+        """The network by name, created if missing (the default network, `external` checks)."""
+        try:
+            return self.network(spec.name)
+        except NotFoundError:
+            return self.create_network(spec)
+
+    def ensure_default(self) -> NetworkRecord:
+        return self.ensure_network(NetworkSpec(
+            DEFAULT_NETWORK, dns=False,
+            options={bridge.OPT_NAME: f"{self.prefix}0"[: bridge.IFNAMSIZ]},
+        ))
+
+    def remove_network(self, name: str) -> None:
+        with self._locked() as st:
+            rec = st.networks.get(name)
+            if rec is None:
+                raise NotFoundError(f"network {name} not found")
+            users = sorted({a.container_id[:12] for a in st.attachments if a.network == name})
+            if users:
+                raise ConflictError(f"network {name} has active endpoints: {', '.join(users)}")
+            del st.networks[name]
+            self._apply_rules(st)
+            bridge.delete(self.kernel, rec.bridge)
+            self._save(st)
+            self._sync_dns(st)
+
+    # -- attachments ------------------------------------------------------------------------
+    def attach(
+        self,
+        container_id: str,
+        netns_path: str,
+        network: str,
+        *,
+        aliases: Iterable[str] = (),
+        names: Iterable[str] = (),
+        ipv4: str = "",
+        ipv6: str = "",
+        mac: str = "",
+        priority: int = 0,
+    ) -> Attachment:
+        with self._locked() as st:
+            rec = st.networks.get(network)
+            if rec is None:
+                raise NotFoundError(f"network {network} not found")
+            mine = [a for a in st.attachments if a.container_id == container_id]
+            if any(a.network == network for a in mine):
+                raise ConflictError(f"container {container_id[:12]} is already attached to network {network}")
+            if any(a.netns_path != netns_path for a in mine):
+                raise ConflictError(f"container {container_id[:12]} is attached with another netns")
+            used = [a for a in st.attachments if a.network == network]
+            addrs: list[str] = []
+            a4 = a6 = ""
+            p4 = p6 = 0
+            for sub in rec.subnets:
+                v = ipaddress.ip_network(sub.subnet).version
+                if v == 4:
+                    a4 = ipam.allocate(sub, [u.ipv4 for u in used if u.ipv4], ipv4)
+                    p4 = sub.prefix()
+                    addrs.append(f"{a4}/{p4}")
+                else:
+                    a6 = ipam.allocate(sub, [u.ipv6 for u in used if u.ipv6], ipv6)
+                    p6 = sub.prefix()
+                    addrs.append(f"{a6}/{p6}")
+            if ipv6 and not a6:
+                raise UsageError(f"network {network} has no IPv6 subnet for address {ipv6}")
+            the_mac = veth.check_mac(mac) if mac else veth.random_mac()
+            if any(u.mac == the_mac for u in used):
+                raise ConflictError(f"MAC address {the_mac} is already in use on network {network}")
+            with_gw = not rec.internal and not any(a.gateway for a in mine)
+            gws = tuple(g for g in (rec.gateway(4), rec.gateway(6)) if g) if with_gw else ()
+            host = veth.host_name(self.prefix, container_id, network)
+            ifname = _free_ifname([a.ifname for a in mine])
+            veth.join(self.kernel, host, rec.bridge, netns_path, ifname, tuple(addrs),
+                      mtu=rec.mtu, mac=the_mac, gateways=gws)
+            att = Attachment(container_id, network, netns_path, ifname, host, a4, a6, the_mac,
+                             tuple(dict.fromkeys(aliases)), tuple(dict.fromkeys(names)), with_gw,
+                             priority, p4, p6)
+            st.attachments.append(att)
+            self._save(st)
+            if rec.dns:
+                self._sync_dns(st)
+        return att
+
+    def detach(self, container_id: str, network: str | None = None) -> None:
+        """Detach from one network (or all); its published ports go when its last network does."""
+        with self._locked() as st:
+            gone = [a for a in st.attachments if a.container_id == container_id
+                    and (network is None or a.network == network)]
+            if network is not None and not gone:
+                raise NotFoundError(f"container {container_id[:12]} is not attached to network {network}")
+            for a in gone:
+                veth.leave(self.kernel, a.host_veth, a.netns_path, a.ifname)
+                st.attachments.remove(a)
+            left_ips = {a.ipv4 for a in st.attachments} | {a.ipv6 for a in st.attachments}
+            st.ports = [p for p in st.ports if p.container_id != container_id or p.container_ip in left_ips]
+            self._apply_rules(st)
+            self._save(st)
+            self._sync_dns(st)
+
+    # -- ports ------------------------------------------------------------------------------
+    def publish(self, container_id: str, specs: Iterable[str | Mapping[str, Any] | ports.PortSpec]) -> list[ports.PortBinding]:
+        parsed = ports.parse(specs)
+        with self._locked() as st:
+            mine = sorted((a for a in st.attachments if a.container_id == container_id
+                           and not st.networks[a.network].internal), key=lambda a: -a.priority)
+            ip4 = next((a.ipv4 for a in mine if a.ipv4), "")
+            ip6 = next((a.ipv6 for a in mine if a.ipv6), "")
+            made = ports.plan(container_id, parsed, ip4, ip6, st.ports)
+            st.ports.extend(made)
+            self._apply_rules(st)
+            self._save(st)
+        return made
+
+    def unpublish(self, container_id: str) -> None:
+        with self._locked() as st:
+            st.ports = [p for p in st.ports if p.container_id != container_id]
+            self._apply_rules(st)
+            self._save(st)
+
+    # -- kernel state from records ----------------------------------------------------------
+    def _apply_rules(self, st: State) -> None:
+        nets = [nat.NatNetwork(n.bridge, tuple(s.subnet for s in n.subnets), n.internal)
+                for n in sorted(st.networks.values(), key=lambda n: n.name)]
+        by_ip = {}
+        for a in st.attachments:
+            br = st.networks[a.network].bridge
+            by_ip[a.ipv4] = br
+            by_ip[a.ipv6] = br
+        dnats = [nat.Dnat(p.host_ip, p.host_port, p.protocol, p.container_ip, p.container_port,
+                          by_ip.get(p.container_ip, "")) for p in st.ports]
+        nat.apply(self.kernel, nets, dnats, self.table)
+
+    def _dns_config(self, st: State) -> dict[str, Any]:
+        nets = []
+        for n in sorted(st.networks.values(), key=lambda n: n.name):
+            members = [a for a in st.attachments if a.network == n.name]
+            if not n.dns or not members:
+                continue
+            records: dict[str, list[str]] = {}
+            ptr: dict[str, str] = {}
+            for a in members:
+                for name in (*a.names, *a.aliases):
+                    for ip in (a.ipv4, a.ipv6):
+                        if ip and ip not in records.setdefault(name.lower(), []):
+                            records[name.lower()].append(ip)
+                for ip in (a.ipv4, a.ipv6):
+                    if ip and a.names:
+                        ptr[ip] = f"{a.names[0]}.{n.name}"
+            listen = [g for g in (n.gateway(4), n.gateway(6)) if g]
+            nets.append({"name": n.name, "listen": listen, "records": records, "ptr": ptr,
+                         "subnets": [s.subnet for s in n.subnets]})
+        served = {n["name"] for n in nets}
+        clients: dict[str, list[str]] = {}
+        for a in st.attachments:
+            if a.network not in served:
+                continue
+            for b in st.attachments:
+                if b.container_id == a.container_id:
+                    for ip in (b.ipv4, b.ipv6):
+                        if ip:
+                            clients.setdefault(ip, []).append(a.network)
+        ups = self._upstreams
+        if ups is None:
+            ups = resolvconf.upstreams(resolvconf.read_host_resolv())
+        return {"upstreams": [list(u) for u in ups], "timeout": 2.0, "port": self.dns_port,
+                "networks": nets, "clients": clients}
+
+    def _sync_dns(self, st: State) -> None:
+        cfg = self._dns_config(st)
+        _atomic_write(self.dir / "dns.json", json.dumps(cfg), durable=False)  # derived data
+        if not self.run_dns:
+            return
+        if cfg["networks"]:
+            dns_server.reload(self.root)
+        else:
+            dns_server.stop(self.root)
+
+    def dns_server_for(self, network: str) -> str:
+        """The nameserver address for a container's resolv.conf on this network ("" if none)."""
+        rec = self.network(network)
+        return rec.gateway(4) if rec.dns else ""
+
+    def restore(self) -> None:
+        """After an engine restart: bridges, sysctls, the nftables table and the DNS server again;
+        attachments whose netns is gone are dropped (their addresses and ports released)."""
+        with self._locked() as st:
+            for rec in st.networks.values():
+                if not self.kernel.link_exists(rec.bridge):
+                    bridge.create(self.kernel, rec.bridge, rec.mtu, list(rec.subnets), adopt=True)
+            dead = [a for a in st.attachments if not os.path.exists(a.netns_path)]
+            for a in dead:
+                self.kernel.link_delete(a.host_veth)
+                st.attachments.remove(a)
+            ips = {a.ipv4 for a in st.attachments} | {a.ipv6 for a in st.attachments}
+            st.ports = [p for p in st.ports if p.container_ip in ips]
+            self._apply_rules(st)
+            self._save(st)
+            self._sync_dns(st)
+
+    def with_options(self, **kw: Any) -> NetManager:
+        """A copy with some constructor options changed (tests, CLI flags)."""
+        new = NetManager(self.root, self.kernel, pools=self.pools, link_prefix=self.prefix,
+                         table=self.table, upstreams=self._upstreams, dns_port=self.dns_port,
+                         run_dns=self.run_dns)
+        for k, v in kw.items():
+            setattr(new, k, v)
+        return new
+
+
+def _free_ifname(used: list[str]) -> str:
+    i = 0
+    while f"eth{i}" in used:
+        i += 1
+    return f"eth{i}"
+
+
+def _atomic_write(path: Path, text: str, *, durable: bool = True) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+
