@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "login": ("stackd.cli.image:login", "Log in to a container registry."),
     "logout": ("stackd.cli.image:logout", "Log out from a container registry."),
     "config": ("stackd.cli.config:config", "Parse, resolve and render the stack file in canonical form."),
+    "network": ("stackd.cli.network:network", "Manage networks (ls, create, rm, inspect, connect, prune, …)."),
+    "volume": ("stackd.cli.volume:volume", "Manage volumes (ls, create, rm, inspect, prune)."),
 }
 
 
@@ -103,7 +105,7 @@ def cli(
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI: user errors print one paragraph and exit 1; bugs print a traceback (70)."""
     try:
-        cli.main(args=argv, prog_name="stackd", standalone_mode=False)
+        result = cli.main(args=argv, prog_name="stackd", standalone_mode=False)
     except StackdError as exc:
         click.echo(f"error: {exc}", err=True)
         return exc.exit_code
@@ -125,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         click.echo("stackd: internal error (a bug): please report the traceback above", err=True)
         return 70
-    return 0
+    # In non-standalone mode click returns ctx.exit()'s code, or the command's own return value.
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -146,7 +146,7 @@ _Resolver.add_implicit_resolver(
 )
 _Resolver.add_implicit_resolver(
     "tag:yaml.org,2002:int",
-    re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+    re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+|0b[01]+)$"),
     list("-+0123456789"),
 )
 _Resolver.add_implicit_resolver(
@@ -202,11 +202,12 @@ class _Constructor(yaml.constructor.SafeConstructor):
 
     def _untagged(self, node: yaml.Node) -> Any:
         if isinstance(node, yaml.ScalarNode):
-            tag = self.resolve(yaml.ScalarNode, node.value, (True, False)) if node.style in (None, "") else "tag:yaml.org,2002:str"
+            plain_style = node.style in (None, "")
+            tag = _Resolver.resolve(self, yaml.ScalarNode, node.value, (True, False)) if plain_style else "tag:yaml.org,2002:str"  # type: ignore[arg-type,no-untyped-call]
             node = yaml.ScalarNode(tag, node.value, node.start_mark, node.end_mark, node.style)
         elif isinstance(node, yaml.MappingNode):
             node = yaml.MappingNode("tag:yaml.org,2002:map", node.value, node.start_mark, node.end_mark, node.flow_style)
-        else:
+        elif isinstance(node, yaml.SequenceNode):
             node = yaml.SequenceNode("tag:yaml.org,2002:seq", node.value, node.start_mark, node.end_mark, node.flow_style)
         return self._build(node)
 
@@ -255,12 +256,17 @@ class _Constructor(yaml.constructor.SafeConstructor):
             node.value = kept + explicit
 
 
-def _to_int(text: str, pos: Position) -> int:
-    if text.startswith("0o"):
-        return int(text[2:], 8)
-    if text.startswith("0x"):
-        return int(text[2:], 16)
-    return int(text, 10)
+def _to_int(text: str, pos: Position) -> int | str:
+    """Integers as compose-go's yaml.v3 reads them (Go's base-0 rules): `0o17`, `0x1f`, `0b11`,
+    and a leading zero means octal (`0440` is 288, the file mode users mean)."""
+    sign, digits = (-1, text[1:]) if text[:1] == "-" else (1, text.lstrip("+"))
+    if digits[:2] in ("0o", "0x", "0b"):
+        return sign * int(digits[2:], {"0o": 8, "0x": 16, "0b": 2}[digits[:2]])
+    if len(digits) > 1 and digits[0] == "0":
+        if all(c in "01234567" for c in digits):
+            return sign * int(digits, 8)
+        return text  # `0999`: not octal; kept as written so errors can quote it
+    return sign * int(digits, 10)
 
 
 def _to_float(text: str) -> float:
@@ -273,7 +279,7 @@ def _to_float(text: str) -> float:
 
 
 try:
-    from yaml.cyaml import CParser as _Parser
+    from yaml.cyaml import CParser as _Parser  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - PyYAML built without libyaml
     class _Parser(  # type: ignore[no-redef]
         yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser, yaml.composer.Composer
@@ -285,7 +291,7 @@ except ImportError:  # pragma: no cover - PyYAML built without libyaml
             yaml.composer.Composer.__init__(self)
 
 
-class _Loader(_Parser, _Constructor, _Resolver):  # type: ignore[misc]
+class _Loader(_Parser, _Constructor, _Resolver):
     def __init__(self, stream: str, file: str) -> None:
         _Parser.__init__(self, stream)
         _Constructor.__init__(self)

@@ -8,26 +8,33 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 # --- durations -------------------------------------------------------------------------------
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h|d)")
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def parse_duration(value: Any) -> float:
     """`1m30s`, `1h`, `500ms`, `1.5s` or a bare number (seconds) → seconds as a float."""
     if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a duration (examples: 10s, 1m30s, 500ms)")
+        raise ValueError(f'"{value}" is not a duration (examples: 10s, 1m30s, 500ms)')
     if isinstance(value, (int, float)):
         if value < 0:
             raise ValueError(f"{value} is negative; a duration must be 0 or more")
         return float(value)
     if not isinstance(value, str):
         raise ValueError("a duration must be a string such as 10s, 1m30s or 500ms")
+    return _duration_text(value)
+
+
+@lru_cache(maxsize=1024)
+def _duration_text(value: str) -> float:
     text = value.strip()
-    if re.fullmatch(r"\d+(?:\.\d+)?", text):
+    if _NUMBER.fullmatch(text):
         return float(text)
     pos = 0
     total = 0.0
@@ -37,7 +44,7 @@ def parse_duration(value: Any) -> float:
         total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
         pos = match.end()
     if pos != len(text) or not text:
-        raise ValueError(f"{value!r} is not a duration (examples: 10s, 1m30s, 500ms)")
+        raise ValueError(f'"{value}" is not a duration (examples: 10s, 1m30s, 500ms)')
     return total
 
 
@@ -74,7 +81,7 @@ _UNIT_BYTES = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 
 def parse_bytes(value: Any) -> int:
     """`512m`, `1g`, `1.5gb`, `1024`, `20M` → bytes (binary units, as Docker's RAMInBytes)."""
     if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a size (examples: 512m, 1g, 1024)")
+        raise ValueError(f'"{value}" is not a size (examples: 512m, 1g, 1024)')
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"{value} is negative; a size must be 0 or more")
@@ -86,8 +93,8 @@ def parse_bytes(value: Any) -> int:
     if not isinstance(value, str):
         raise ValueError("a size must be a number of bytes or a string such as 512m or 1g")
     match = _BYTES.fullmatch(value.strip())
-    if not match or (match.group(3) and match.group(3).lower() == "i"):
-        raise ValueError(f"{value!r} is not a size (examples: 512m, 1g, 1024)")
+    if not match:
+        raise ValueError(f'"{value}" is not a size (examples: 512m, 1g, 1024)')
     return int(float(match.group(1)) * _UNIT_BYTES[match.group(2).lower()])
 
 
@@ -144,24 +151,18 @@ def type_name(value: Any) -> str:
 
 # --- ports -----------------------------------------------------------------------------------
 
-_PORT_SPEC = re.compile(
-    r"^(?:(?:(?P<ip>\[[0-9a-fA-F:.%\w]*\]|[0-9.]+|[^:\[\]]*?):)??(?P<pub>[^:\[\]]*):)?"
-    r"(?P<target>[^:/]+)(?:/(?P<proto>[a-zA-Z]+))?$"
-)
-
-
 def _port_range(text: str, what: str, spec: str) -> tuple[int, int]:
     lo_text, dash, hi_text = text.partition("-")
     try:
         lo = int(lo_text)
         hi = int(hi_text) if dash else lo
     except ValueError:
-        raise ValueError(f"{spec!r}: {what} port {text!r} is not a number or a range like 8000-8010") from None
+        raise ValueError(f'"{spec}": {what} port "{text}" is not a number or a range like 8000-8010') from None
     for port in (lo, hi):
         if not 0 <= port <= 65535 or (what == "container" and port == 0):
-            raise ValueError(f"{spec!r}: {what} port {port} is out of range 1-65535")
+            raise ValueError(f'"{spec}": {what} port {port} is out of range 1-65535')
     if hi < lo:
-        raise ValueError(f"{spec!r}: {what} port range {text} ends before it starts")
+        raise ValueError(f'"{spec}": {what} port range {text} ends before it starts')
     return lo, hi
 
 
@@ -171,17 +172,28 @@ def parse_port(spec: Any) -> list[dict[str, Any]]:
     if isinstance(spec, bool) or not isinstance(spec, (str, int)):
         raise ValueError(f"a port must be a number, a string like \"8080:80\" or a mapping, not {type_name(spec)}")
     text = str(spec).strip()
-    match = _PORT_SPEC.match(text)
-    if not match:
-        raise ValueError(f"{text!r} is not a port (examples: 80, \"8080:80\", \"127.0.0.1:8080:80/udp\")")
-    ip = match.group("ip") or ""
-    if ip.startswith("["):
-        ip = ip[1:-1]
-    published = match.group("pub") or ""
-    proto = (match.group("proto") or "tcp").lower()
+    rest, slash, proto = text.partition("/")
+    proto = proto.lower() if slash else "tcp"
     if proto not in ("tcp", "udp", "sctp"):
-        raise ValueError(f"{text!r}: protocol {proto!r} is not tcp, udp or sctp")
-    t_lo, t_hi = _port_range(match.group("target"), "container", text)
+        raise ValueError(f'"{text}": protocol "{proto}" is not tcp, udp or sctp')
+    ip = ""
+    if rest.startswith("["):
+        ip, bracket, rest = rest[1:].partition("]")
+        if not bracket or not rest.startswith(":"):
+            raise ValueError(f'"{text}" is not a port (examples: 80, "8080:80", "[::1]:8080:80")')
+        rest = rest[1:]
+        if ":" not in rest:
+            rest = ":" + rest
+    parts = rest.split(":")
+    if len(parts) > 3:
+        ip, parts = ":".join(parts[:-2]), parts[-2:]
+    elif len(parts) == 3:
+        ip, parts = parts[0], parts[1:]
+    target_text = parts[-1]
+    published = parts[0] if len(parts) == 2 else ""
+    if not target_text:
+        raise ValueError(f'"{text}" is not a port (examples: 80, "8080:80", "127.0.0.1:8080:80/udp")')
+    t_lo, t_hi = _port_range(target_text, "container", text)
     base: dict[str, Any] = {"mode": "ingress"}
     if ip:
         base["host_ip"] = ip
@@ -193,7 +205,7 @@ def parse_port(spec: Any) -> list[dict[str, Any]]:
         pub = str(p_lo) if p_lo == p_hi else f"{p_lo}-{p_hi}"
         return [{**base, "target": t_lo, "published": pub, "protocol": proto}]
     if p_hi - p_lo != count:
-        raise ValueError(f"{text!r}: host range {published} and container range {match.group('target')} differ in size")
+        raise ValueError(f'"{text}": host range {published} and container range {target_text} differ in size')
     return [
         {**base, "target": t_lo + i, "published": str(p_lo + i), "protocol": proto}
         for i in range(count + 1)
@@ -217,7 +229,7 @@ def parse_volume(spec: Any) -> dict[str, Any]:
         raise ValueError(f"a volume must be a string like \"data:/var/lib/data\" or a mapping, not {type_name(spec)}")
     parts = spec.split(":")
     if len(parts) > 3 or not spec or any(not p for p in parts[:2]):
-        raise ValueError(f"{spec!r} is not a volume (expected [SOURCE:]TARGET[:MODE])")
+        raise ValueError(f'"{spec}" is not a volume (expected [SOURCE:]TARGET[:MODE])')
     if len(parts) == 1:
         return {"type": "volume", "target": parts[0], "volume": {}}
     source, target = parts[0], parts[1]
@@ -242,7 +254,7 @@ def parse_volume(spec: Any) -> dict[str, Any]:
         elif mode in ("cached", "delegated", "consistent"):
             out["consistency"] = mode
         else:
-            raise ValueError(f"{spec!r}: unknown volume mode {mode!r} (ro, rw, z, Z, nocopy, or a bind propagation)")
+            raise ValueError(f'"{spec}": unknown volume mode "{mode}" (ro, rw, z, Z, nocopy, or a bind propagation)')
     if out.get("read_only") is False:
         del out["read_only"]
     out["bind" if bind else "volume"] = sub

