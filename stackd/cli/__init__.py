@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "images": ("stackd.cli.image:images_cmd", "List images (alias of `image ls`)."),
     "login": ("stackd.cli.image:login", "Log in to a container registry."),
     "logout": ("stackd.cli.image:logout", "Log out from a container registry."),
+    "container": ("stackd.cli.container:container", "Manage containers (run, ls, logs, exec, stop, rm, …)."),
     "config": ("stackd.cli.config:config", "Parse, resolve and render the stack file in canonical form."),
     "network": ("stackd.cli.network:network", "Manage networks (ls, create, rm, inspect, connect, prune, …)."),
     "volume": ("stackd.cli.volume:volume", "Manage volumes (ls, create, rm, inspect, prune)."),

@@ -70,6 +70,7 @@ class ShimConfig:
     health: dict[str, object] | None = None
     stop_signal: int = 15
     console_size: tuple[int, int] | None = None  # (rows, cols) of the container's terminal
+    start_on_attach: bool = False  # created only; the first attach (or start) starts it
 
     def to_json(self) -> dict[str, object]:
         return {k: v for k, v in self.__dict__.items()}
@@ -309,7 +310,7 @@ class ShimClient:
         rest: list[P.Frame] = []
         try:
             info = self._request(
-                sock, decoder, "attach", {"stdin": stdin, "stdout": stdout, "stderr": stderr}
+                sock, decoder, "attach", {"stdin": stdin, "stdout": stdout, "stderr": stderr}, rest
             )
         except BaseException:
             sock.close()

@@ -98,6 +98,9 @@ def op_stop(shim: Shim, conn: Conn, req_id: int, msg: dict[str, object]) -> obje
 def op_start(shim: Shim, conn: Conn, req_id: int, msg: dict[str, object]) -> object:
     from stackd.engine.shim.server import ShimError
 
+    if shim.pending_start:
+        _start_pending(shim)
+        return shim.state()
     if shim.status == "running":
         raise OpError(f"container {shim.id} is already running")
     if shim.restart_timer is not None:
@@ -113,6 +116,21 @@ def op_start(shim: Shim, conn: Conn, req_id: int, msg: dict[str, object]) -> obj
     return shim.state()
 
 
+def _start_pending(shim: Shim) -> None:
+    """Start a container created with ``start_on_attach`` (the first attach or start does)."""
+    from stackd.engine.shim.server import ShimError
+
+    try:
+        shim.start_created()
+    except ShimError as exc:
+        shim.error = str(exc)
+        shim.main.close_all(shim)
+        shim.status = "exited"
+        shim.exit_code = 128
+        shim.save()
+        raise OpError(str(exc))
+
+
 def op_attach(shim: Shim, conn: Conn, req_id: int, msg: dict[str, object]) -> object:
     streams = {P.STDOUT, P.STDERR}
     if msg.get("stdout") is False:
@@ -123,6 +141,8 @@ def op_attach(shim: Shim, conn: Conn, req_id: int, msg: dict[str, object]) -> ob
         if shim.main.stdin_fd < 0:
             raise OpError(f"container {shim.id} has no open stdin (start it with stdin open)")
         streams.add(P.STDIN)
+    if shim.pending_start:
+        _start_pending(shim)
     conn.attached = shim.status == "running"
     conn.streams = streams
     return {"channel": 0, "status": shim.status, "tty": shim.tty, "exit_code": shim.exit_code}

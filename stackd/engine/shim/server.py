@@ -104,6 +104,8 @@ class Shim:
         self.restart_timer: list[object] | None = None
         self.done = False
         self.shutdown_after_exit = False
+        self.defer_start = bool(cfg.get("start_on_attach"))
+        self.pending_start = False
         self.state_path = os.path.join(directory, "state.json")
 
     # --- state ------------------------------------------------------------------------------
@@ -195,10 +197,12 @@ class Shim:
                 self.register(fd, IN, self.on_output)
             if main.stdin_fd >= 0 and main.master < 0:
                 set_nonblocking(main.stdin_fd)
-            rc, err = self.runtime.start(self.id)
-            if rc != 0:
-                self.runtime.delete(self.id, force=True)
-                raise ShimError(f"{self.runtime.base[0]} start failed: {err}")
+            if self.defer_start:  # start_on_attach: the first attach (or start) starts it
+                self.defer_start = False
+                self.pending_start = True
+                self.save()
+                return
+            self.start_created()
         except BaseException:
             for fd in child_fds:
                 os.close(fd)
@@ -207,6 +211,14 @@ class Shim:
         finally:
             if listener is not None:
                 listener.close()
+
+    def start_created(self) -> None:
+        """Start the created container (``runtime start``); raise ShimError on failure."""
+        self.pending_start = False
+        rc, err = self.runtime.start(self.id)
+        if rc != 0:
+            self.runtime.delete(self.id, force=True)
+            raise ShimError(f"{self.runtime.base[0]} start failed: {err}")
         self.status = RUNNING
         self.exit_code = None
         self.oom = False

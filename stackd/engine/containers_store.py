@@ -1,0 +1,225 @@
+"""Container records in the state database: the schema migration, the record type, queries.
+
+Every transition is one short `BEGIN IMMEDIATE` transaction that checks the status it leaves
+(compare-and-set), so concurrent engines never record an impossible path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from stackd.engine import containers_state as st
+from stackd.engine.container_config import ContainerConfig
+from stackd.engine.store import MIGRATIONS, Migration, Store
+from stackd.errors import ConflictError, ContainerStateError, NotFoundError
+
+MIGRATION = Migration(
+    100,
+    "containers",
+    """
+    CREATE TABLE containers (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        image TEXT NOT NULL,            -- the reference as given
+        image_id TEXT NOT NULL,
+        config TEXT NOT NULL,           -- ContainerConfig as JSON
+        status TEXT NOT NULL,
+        runtime TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        started_at TEXT NOT NULL DEFAULT '',
+        finished_at TEXT NOT NULL DEFAULT '',
+        exit_code INTEGER,
+        oom_killed INTEGER NOT NULL DEFAULT 0,
+        pid INTEGER NOT NULL DEFAULT 0,
+        restart_count INTEGER NOT NULL DEFAULT 0,
+        error TEXT NOT NULL DEFAULT '',
+        health TEXT,                    -- JSON, the shim's last health report
+        labels TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX containers_by_image ON containers(image_id)
+    """,
+)
+if all(m.id != MIGRATION.id for m in MIGRATIONS):
+    MIGRATIONS.append(MIGRATION)
+
+
+@dataclass(frozen=True)
+class ContainerRecord:
+    """One container as recorded."""
+
+    id: str
+    name: str
+    image: str
+    image_id: str
+    config: ContainerConfig
+    status: str
+    runtime: str
+    created_at: float = field(default_factory=time.time)
+    started_at: str = ""
+    finished_at: str = ""
+    exit_code: int | None = None
+    oom_killed: bool = False
+    pid: int = 0
+    restart_count: int = 0
+    error: str = ""
+    health: dict[str, Any] | None = None
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    @property
+    def labels(self) -> Mapping[str, str]:
+        return self.config.labels
+
+
+# --- ContainerConfig <-> JSON ------------------------------------------------------------------
+
+def config_to_json(cfg: ContainerConfig) -> str:
+    return json.dumps(dataclasses.asdict(cfg), sort_keys=True)
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _build(tp: Any, v: Any) -> Any:
+    if v is None:
+        return None
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _build(args[0], v) if len(args) == 1 else v
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        hints = _HINTS.get(tp)
+        if hints is None:
+            hints = _HINTS[tp] = typing.get_type_hints(tp)
+        return tp(**{f.name: _build(hints[f.name], v[f.name]) for f in dataclasses.fields(tp) if f.name in v})
+    if origin is tuple:
+        targs = typing.get_args(tp)
+        return tuple(_build(targs[0] if targs else Any, x) for x in v)
+    if origin in (dict, Mapping, typing.Mapping) or tp in (dict, Mapping):
+        return dict(v)
+    return v
+
+
+def config_from_json(text: str) -> ContainerConfig:
+    cfg = _build(ContainerConfig, json.loads(text))
+    assert isinstance(cfg, ContainerConfig)
+    return cfg
+
+
+# --- queries ------------------------------------------------------------------------------------
+
+class ContainerStore:
+    """Container rows of one state database."""
+
+    def __init__(self, state_root: Any) -> None:
+        self.db = Store(state_root)  # a Store made after this module added its migration
+
+    def _rec(self, row: Any) -> ContainerRecord:
+        return ContainerRecord(
+            id=row["id"], name=row["name"], image=row["image"], image_id=row["image_id"],
+            config=config_from_json(row["config"]), status=row["status"], runtime=row["runtime"],
+            created_at=row["created_at"], started_at=row["started_at"], finished_at=row["finished_at"],
+            exit_code=row["exit_code"], oom_killed=bool(row["oom_killed"]), pid=row["pid"],
+            restart_count=row["restart_count"], error=row["error"],
+            health=json.loads(row["health"]) if row["health"] else None,
+        )
+
+    def insert(self, rec: ContainerRecord) -> ContainerRecord:
+        try:
+            with self.db.tx() as c:
+                if c.execute("SELECT 1 FROM containers WHERE name=?", (rec.name,)).fetchone():
+                    raise ConflictError(
+                        f"the container name \"/{rec.name}\" is already in use; remove or rename that container first"
+                    )
+                c.execute(
+                    "INSERT INTO containers (id, name, image, image_id, config, status, runtime, created_at, labels)"
+                    " VALUES (?,?,?,?,?,?,?,?,?)",
+                    (rec.id, rec.name, rec.image, rec.image_id, config_to_json(rec.config), rec.status,
+                     rec.runtime, rec.created_at, json.dumps(dict(rec.config.labels))),
+                )
+        except Exception as exc:
+            if type(exc).__name__ == "IntegrityError":
+                raise ConflictError(f"the container name \"/{rec.name}\" is already in use") from None
+            raise
+        return rec
+
+    def get(self, cid: str) -> ContainerRecord:
+        row = self.db.conn().execute("SELECT * FROM containers WHERE id=?", (cid,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no such container: {cid[:12]}")
+        return self._rec(row)
+
+    def resolve(self, text: str) -> ContainerRecord:
+        """By full ID, name (with or without a leading /), or unique ID prefix."""
+        conn = self.db.conn()
+        name = text.removeprefix("/")
+        row = conn.execute("SELECT * FROM containers WHERE id=? OR name=?", (text, name)).fetchone()
+        if row is not None and row["status"] != st.CREATING:
+            return self._rec(row)
+        if text and all(ch in "0123456789abcdef" for ch in text):
+            rows = conn.execute(
+                "SELECT * FROM containers WHERE id LIKE ? AND status != ?", (f"{text}%", st.CREATING)
+            ).fetchall()
+            if len(rows) == 1:
+                return self._rec(rows[0])
+            if len(rows) > 1:
+                raise ConflictError(f"multiple containers match ID prefix {text!r}; give more characters")
+        raise NotFoundError(f"no such container: {text}")
+
+    def list(self, *, internal: bool = False) -> list[ContainerRecord]:
+        rows = self.db.conn().execute("SELECT * FROM containers ORDER BY created_at DESC").fetchall()
+        recs = [self._rec(r) for r in rows]
+        return recs if internal else [r for r in recs if r.status not in st.INTERNAL]
+
+    def names(self) -> set[str]:
+        return {r[0] for r in self.db.conn().execute("SELECT name FROM containers")}
+
+    def ids(self) -> set[str]:
+        return {r[0] for r in self.db.conn().execute("SELECT id FROM containers")}
+
+    def transition(self, cid: str, new: str, *, verb: str = "", **values: Any) -> ContainerRecord:
+        """Set `status=new` and other columns atomically if the move from the current is valid."""
+        cols = {"status": new, **values}
+        if "health" in cols and cols["health"] is not None:
+            cols["health"] = json.dumps(cols["health"])
+        with self.db.tx() as c:
+            row = c.execute("SELECT status, name FROM containers WHERE id=?", (cid,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"no such container: {cid[:12]}")
+            if not st.can_transition(row["status"], new):
+                raise ContainerStateError(row["status"], verb or f"become {new}", row["name"])
+            c.execute(
+                f"UPDATE containers SET {', '.join(f'{k}=?' for k in cols)} WHERE id=?",
+                (*cols.values(), cid),
+            )
+        return self.get(cid)
+
+    def update(self, cid: str, **values: Any) -> None:
+        """Set columns other than status (health, restart count, pid)."""
+        if "health" in values and values["health"] is not None:
+            values["health"] = json.dumps(values["health"])
+        with self.db.tx() as c:
+            c.execute(f"UPDATE containers SET {', '.join(f'{k}=?' for k in values)} WHERE id=?",
+                      (*values.values(), cid))
+
+    def rename(self, cid: str, new_name: str) -> None:
+        with self.db.tx() as c:
+            if c.execute("SELECT 1 FROM containers WHERE name=? AND id!=?", (new_name, cid)).fetchone():
+                raise ConflictError(f"the container name \"/{new_name}\" is already in use")
+            c.execute("UPDATE containers SET name=? WHERE id=?", (new_name, cid))
+
+    def delete(self, cid: str) -> None:
+        with self.db.tx() as c:
+            c.execute("DELETE FROM containers WHERE id=?", (cid,))
+
+    def image_ids(self) -> set[str]:
+        return {r[0] for r in self.db.conn().execute("SELECT DISTINCT image_id FROM containers")}
