@@ -150,6 +150,18 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class NetworkAttachmentConfig:
+    """One network a container joins (engine-level name, e.g. `demo_backend`)."""
+
+    network: str
+    aliases: tuple[str, ...] = ()
+    ipv4_address: str = ""
+    ipv6_address: str = ""
+    mac_address: str = ""
+    priority: int = 0  # the highest-priority network carries the default route
+
+
+@dataclass(frozen=True, slots=True)
 class ContainerConfig:
     """Everything a container is; see the module docstring for the conventions."""
 
@@ -192,6 +204,13 @@ class ContainerConfig:
     addresses: tuple[str, ...] = ()  # the container's IPs, for the default /etc/hosts
     hosts_file: str = ""  # /etc/hosts made by the net layer (else a default one is written)
     resolv_conf_file: str = ""  # /etc/resolv.conf made by the net layer
+    networks: tuple[NetworkAttachmentConfig, ...] = ()  # () with network_mode "": the default bridge
+    ports: tuple[str | Mapping[str, Any], ...] = ()  # "8080:80/tcp" or Compose's long form
+    dns: tuple[str, ...] = ()
+    dns_search: tuple[str, ...] = ()
+    dns_opt: tuple[str, ...] = ()
+    extra_hosts: tuple[str, ...] = ()  # "host:ip" or "host=ip"
+    volumes_from: tuple[str, ...] = ()  # "container[:ro|:rw]"
     restart: RestartPolicy = field(default_factory=RestartPolicy)
     healthcheck: HealthcheckConfig | None = None  # None = the image's
     log: LogConfig = field(default_factory=LogConfig)
