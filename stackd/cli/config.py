@@ -1,10 +1,12 @@
 """`stackd config`: load, validate and print the stack in canonical form (as `docker compose config`).
 
-Imports only click, yaml and pydantic (through stackd.spec): no trio, httpx, networkx or rich.
+Imports only click, yaml and pydantic-core (through stackd.spec): no pydantic, trio, httpx,
+networkx or rich.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from typing import Any
@@ -34,11 +36,9 @@ def load_options(obj: Any, *, interpolate: bool = True) -> Any:
 
 
 def _variables(options: Any, fmt: str) -> str:
-    from stackd.spec.interpolate import list_variables
-    from stackd.spec.resolve import resolve
+    from stackd.spec.resolve import variables
 
-    resolved = resolve(options)
-    found = list_variables(resolved.tree)
+    found = variables(options)
     if fmt == "json":
         import json
 
@@ -80,8 +80,30 @@ def config(
     service_names: tuple[str, ...],
 ) -> None:
     """Parse, resolve and render the stack file in canonical form."""
-    # pydantic scans every installed distribution for plugins on first use (~30 ms); stackd has none
+    # loading validates with pydantic-core alone (stackd.spec.schema); should a path still build the
+    # pydantic models, spare its scan of every installed distribution for plugins (~30 ms)
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    # a short-lived command: cyclic GC passes during pydantic's schema building cost ~10%
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        _config(obj, fmt, (services_only, volumes_only, networks_only, profiles_only, images_only), hash_of, no_interpolate, variables_only, quiet, output, service_names)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _config(
+    obj: Any,
+    fmt: str,
+    lists: tuple[bool, bool, bool, bool, bool],
+    hash_of: str | None,
+    no_interpolate: bool,
+    variables_only: bool,
+    quiet: bool,
+    output: str | None,
+    service_names: tuple[str, ...],
+) -> None:
     options = load_options(obj, interpolate=not (no_interpolate or variables_only))
     if variables_only:
         _emit(_variables(options, fmt), output, quiet)
@@ -100,7 +122,7 @@ def config(
     if project.warnings and not quiet:
         for warning in project.warnings:
             click.echo(f"warning: {warning}", err=True)
-    text = _listing(project, services_only, volumes_only, networks_only, profiles_only, images_only, hash_of)
+    text = _listing(project, *lists, hash_of)
     if text is None:
         from stackd.spec.render import render
 

@@ -71,7 +71,7 @@ def _mode(canon: Canon, value: Any, path: Path) -> str:
     if canon.templated(value):
         return str(value)
     text = str(value)
-    if isinstance(value, bool) or not text.isdigit() or (text.startswith("0") and any(c in "89" for c in text)):
+    if isinstance(value, bool) or not (text.isascii() and text.isdigit()) or (text.startswith("0") and any(c in "89" for c in text)):
         raise canon.fail(path, f'"{value}" is not a file mode (an octal number such as 0440)')
     mode = value if isinstance(value, int) else int(text, 8 if text.startswith("0") else 10)
     if mode > 0o7777:
@@ -147,7 +147,7 @@ def _ports(canon: Canon, value: Any, path: Path) -> Any:
         if isinstance(item, Node):
             if item.get("published") is not None and not isinstance(item["published"], (dict, list)):
                 item["published"] = str(item["published"])
-            if isinstance(item.get("target"), str) and item["target"].isdigit():
+            if isinstance(item.get("target"), str) and item["target"].isascii() and item["target"].isdigit():
                 item["target"] = int(item["target"])
             item.setdefault("mode", "ingress")
             item.setdefault("protocol", "tcp")
@@ -184,7 +184,9 @@ def _volumes(canon: Canon, value: Any, path: Path) -> Any:
             try:
                 parsed = parse_volume(item)
             except ValueError as exc:
-                raise canon.fail(ipath, str(exc)) from None
+                original = getattr(item, "original", None)  # the text before paths were made absolute
+                message = str(exc).replace(f'"{item}"', f'"{original}"', 1) if original else str(exc)
+                raise canon.fail(ipath, message) from None
             item = Node(pos=pos)
             for key, val in parsed.items():
                 item.set(key, Node(val, pos=pos) if isinstance(val, dict) else val, pos)

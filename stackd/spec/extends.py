@@ -13,7 +13,7 @@ from typing import Any
 
 from stackd.errors import SpecError
 from stackd.spec.merge import merge, strip_tags
-from stackd.spec.source import Node, error_at, locate, parse_yaml, read_file
+from stackd.spec.source import Node, Override, Reset, error_at, locate, parse_yaml, read_file
 
 
 @dataclass
@@ -72,10 +72,38 @@ def apply_extends(tree: Node, file: str, ctx: Context) -> Node:
     state = _Extender(tree, file, ctx)
     out = services.copy_node()
     for name in services:
-        out[name] = state.extend(name, services, tree, file, ())
+        out[name] = _retag(state.extend(name, services, tree, file, ()), services[name])
     result = tree.copy_node()
     result["services"] = out
     return result
+
+
+def _retag(merged: Any, service: Any) -> Any:
+    """Put the service's own `!reset`/`!override` tags back on its extended form, so that they
+    also act on what earlier `-f` files set at those paths (as compose-go does)."""
+    if not isinstance(merged, Node) or not isinstance(service, dict) or "extends" not in service:
+        return merged
+    return _retag_map(merged, service)
+
+
+def _retag_map(merged: Node, service: dict[str, Any]) -> Node:
+    out = merged
+    for key, value in service.items():
+        if key == "extends":
+            continue
+        tagged: Any = None
+        if isinstance(value, Reset):
+            tagged = value
+        elif isinstance(value, Override) and key in merged:
+            tagged = Override(merged[key], value.pos)
+        elif isinstance(value, dict) and isinstance(merged.get(key), Node):
+            inner = _retag_map(merged[key], value)
+            tagged = inner if inner is not merged[key] else None
+        if tagged is not None:
+            if out is merged:
+                out = merged.copy_node()
+            out[key] = tagged
+    return out
 
 
 class _Extender:

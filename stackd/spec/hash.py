@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from stackd.errors import SpecError
+from stackd.spec.source import Node
 
 IGNORED_KEYS = frozenset(
     {"build", "depends_on", "profiles", "pull_policy", "scale", "develop", "env_file", "label_file"}
@@ -72,7 +73,8 @@ def _content_digest(definition: Mapping[str, Any], kind: str, name: str, environ
         with open(path, "rb") as fh:
             return hashlib.sha256(fh.read()).hexdigest()
     except OSError as exc:
-        raise SpecError(f"{kind}.{name}: cannot read {path}: {exc.strerror}") from None
+        position = definition.position_of("file") if isinstance(definition, Node) else None
+        raise SpecError(f"cannot read {path}: {exc.strerror}", position=position, path=f"{kind}.{name}.file") from None
 
 
 def config_hash(

@@ -232,6 +232,25 @@ def list_variables(tree: Any) -> list[Variable]:
     return list(found.values())
 
 
+def merge_variables(lists: list[list[Variable]]) -> list[Variable]:
+    """Several `list_variables` results as one: first use decides the order, and a variable is
+    required, or has a default or alternate, if any use says so."""
+    found: dict[str, Variable] = {}
+    for variables in lists:
+        for var in variables:
+            current = found.get(var.name)
+            if current is None:
+                found[var.name] = var
+                continue
+            found[var.name] = Variable(
+                var.name,
+                current.required or var.required,
+                current.default if current.default is not None else var.default,
+                current.alternate if current.alternate is not None else var.alternate,
+            )
+    return list(found.values())
+
+
 def _strings(value: Any, path: Path) -> Iterator[tuple[Path, str]]:
     if isinstance(value, str):
         if "$" in value:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from stackd.errors import SpecError
@@ -18,12 +19,13 @@ class Project:
     """A loaded stack and where it came from.
 
     `tree` is the canonical positioned tree (what `stackd config` prints and hashes); `stack`
-    the validated model of the same content; `disabled` the services profiles switched off.
+    the model of the same content, built on first use (loading validated it already, without
+    importing pydantic); `disabled` the services profiles switched off.
     With `LoadOptions(interpolate=False)` the tree may keep `${...}` text and `stack` may be an
     unvalidated placeholder: such a project is for display (`config --no-interpolate`) only.
     """
 
-    stack: Stack
+    data: Any
     name: str
     directory: str
     files: tuple[str, ...]
@@ -32,6 +34,16 @@ class Project:
     warnings: tuple[str, ...] = ()
     disabled: tuple[str, ...] = ()
     profiles: tuple[str, ...] = field(default=())
+    raw: bool = False
+
+    @cached_property
+    def stack(self) -> Stack:
+        """The validated `Stack` model (pydantic is imported here, on first use)."""
+        from stackd.spec.models import Stack
+
+        if self.raw:
+            return Stack.model_construct(name=self.name)
+        return Stack.model_validate(self.data)
 
 
 def load(
@@ -78,11 +90,10 @@ def build_project(
     consistency: bool = True,
 ) -> Project:
     """The back half of `load()`, from a resolved positioned tree."""
-    from pydantic import ValidationError
+    from pydantic_core import ValidationError
 
     from stackd.spec.canonical import canonicalize
     from stackd.spec.keys import model_input
-    from stackd.spec.models import Stack
     from stackd.spec.profiles import active_profiles, apply_profiles, profiles_of_services
     from stackd.spec.validate import check_references, translate
 
@@ -98,18 +109,19 @@ def build_project(
     all_profiles = sorted({p for s in tree["services"].values() for p in s.get("profiles") or () if isinstance(p, str)})
     active = active_profiles(options.profiles, options.environ) | profiles_of_services(tree, services)
     disabled = apply_profiles(tree, active)
-    data = model_input(tree, tree, Stack, ())
+    from stackd.spec.schema import validator
+
+    data = model_input(tree, tree, "Stack", ())
     try:
-        stack = Stack.model_validate(data)
+        validator().validate_python(data)
     except ValidationError as exc:
         if not raw:
             raise translate(tree, exc) from None
         # uninterpolated `${...}` text cannot be typed: the stack is for display only
-        stack = Stack.model_construct(name=name)
     if consistency and not raw:
         check_references(tree)
     return Project(
-        stack=stack,
+        data=data,
         name=name,
         directory=directory,
         files=files,
@@ -118,4 +130,5 @@ def build_project(
         warnings=warnings,
         disabled=disabled,
         profiles=tuple(all_profiles),
+        raw=raw,
     )

@@ -86,9 +86,16 @@ def _to_map(value: Any, default: dict[str, Any] | None) -> Node:
 
 
 def _append(base: Any, over: Any, path: Path) -> Seq:
+    reset: set[str] = set()
+    if isinstance(over, dict) and any(isinstance(v, Reset) for v in over.values()):
+        # `KEY: !reset null` in a mapping form drops what earlier files set for KEY
+        reset = {k for k, v in over.items() if isinstance(v, Reset)}
+        over = strip_tags(over)
     left, right = _to_seq(base), _to_seq(over)
     out = Seq(pos=right.pos or left.pos)
     for i, item in enumerate(left):
+        if reset and isinstance(item, str) and item.split("=", 1)[0] in reset:
+            continue
         out.add(item, left.position_of(i))
     for i, item in enumerate(right):
         out.add(strip_tags(item), right.position_of(i))
@@ -179,11 +186,38 @@ for _p, _f in (
 
 
 def _match(table: dict[Path, Any], path: Path) -> Any:
-    n = len(path)
+    """The value of the pattern (`*` matches one key) that matches `path`, in len(path) steps."""
+    trie = _TRIES.get(id(table))
+    if trie is None:
+        trie = _TRIES[id(table)] = _trie(table)
+    return _walk(trie, path, 0)
+
+
+_TRIES: dict[int, dict[Any, Any]] = {}
+_END = object()
+
+
+def _trie(table: dict[Path, Any]) -> dict[Any, Any]:
+    root: dict[Any, Any] = {}
     for pattern, value in table.items():
-        if len(pattern) == n and all(p == "*" or p == q for p, q in zip(pattern, path, strict=True)):
-            return value
-    return None
+        node = root
+        for part in pattern:
+            node = node.setdefault(part, {})
+        node.setdefault(_END, value)
+    return root
+
+
+def _walk(node: dict[Any, Any], path: Path, i: int) -> Any:
+    if i == len(path):
+        return node.get(_END)
+    part = path[i]
+    exact = node.get(part) if isinstance(part, str) else None
+    if exact is not None:
+        found = _walk(exact, path, i + 1)
+        if found is not None:
+            return found
+    wild = node.get("*")
+    return _walk(wild, path, i + 1) if wild is not None else None
 
 
 def _merge_maps(base: Any, over: Any, path: Path) -> Any:

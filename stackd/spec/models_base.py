@@ -4,19 +4,12 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from stackd.spec.types import parse_bytes, parse_duration
-
-
-def _bytes(value: Any) -> Any:
-    if value in (-1, "-1"):
-        return -1
-    return parse_bytes(value)
-
+from stackd.spec.types import parse_byte_limit, parse_duration
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 """Seconds; the stack file says `10s`, `1m30s`, `500ms` or a bare number of seconds."""
 
-ByteSize = Annotated[int, BeforeValidator(_bytes)]
+ByteSize = Annotated[int, BeforeValidator(parse_byte_limit)]
 """Bytes; the stack file says `512m`, `1g`, `1.5gb` or a bare number (-1: unlimited)."""
 
 StrMap = dict[str, str]
@@ -26,6 +19,6 @@ EnvMap = dict[str, str | None]
 class Model(BaseModel):
     """Frozen, unknown keys forbidden; `x-` extensions kept in `extensions`."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, defer_build=True)
 
     extensions: dict[str, Any] = Field(default_factory=dict, alias="#extensions")

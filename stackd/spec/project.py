@@ -126,10 +126,19 @@ def _context(value: Any, base: str, home: str | None) -> Any:
     return _host_path(value, base, home)
 
 
+class Rewritten(str):
+    """A short-syntax string whose relative path was made absolute; `original` is what the
+    user wrote, for error messages."""
+
+    original: str
+
+
 def _short_volume(value: str, base: str, home: str | None) -> str:
     source, sep, rest = value.partition(":")
     if sep and (source.startswith(".") or source.startswith("~")):
-        return _host_path(source, base, home) + ":" + rest
+        out = Rewritten(_host_path(source, base, home) + ":" + rest)
+        out.original = getattr(value, "original", value)
+        return out
     return value
 
 
@@ -143,6 +152,10 @@ def resolve_paths(tree: Any, base: str, environ: Mapping[str, str]) -> None:
         for service in services.values():
             if isinstance(service, dict):
                 _service_paths(_unwrap(service), base, home)
+    volumes = tree.get("volumes")
+    if isinstance(volumes, dict):
+        for volume in volumes.values():
+            _bind_device(_unwrap(volume), base, home)
     for section in ("secrets", "configs"):
         group = tree.get(section)
         if isinstance(group, dict):
@@ -150,6 +163,27 @@ def resolve_paths(tree: Any, base: str, environ: Mapping[str, str]) -> None:
                 item = _unwrap(item)
                 if isinstance(item, dict) and isinstance(item.get("file"), str):
                     item["file"] = _host_path(item["file"], base, home)
+
+
+def _bind_device(volume: Any, base: str, home: str | None) -> None:
+    """`driver_opts: {type: none, o: bind, device: ./x}` (a local bind volume): device made absolute."""
+    opts = _unwrap(volume.get("driver_opts")) if isinstance(volume, dict) else None
+    if not isinstance(opts, dict) or not isinstance(opts.get("device"), str):
+        return
+    if str(opts.get("type", "")) == "none" and "bind" in str(opts.get("o", "")).split(","):
+        opts["device"] = _host_path(opts["device"], base, home)
+
+
+def _additional_contexts(value: Any, base: str, home: str | None) -> None:
+    """Build contexts that are paths (not `docker-image://`, `service:`, URLs) made absolute."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            value[key] = _context(item, base, home)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            name, sep, ctx = item.partition("=") if isinstance(item, str) else ("", "", "")
+            if sep:
+                value[i] = f"{name}={_context(ctx, base, home)}"
 
 
 def _unwrap(value: Any) -> Any:
@@ -162,8 +196,17 @@ def _service_paths(service: Any, base: str, home: str | None) -> None:
     build = _unwrap(service.get("build"))
     if isinstance(build, str):
         service["build"] = _context(build, base, home)
-    elif isinstance(build, dict) and "context" in build:
-        build["context"] = _context(build["context"], base, home)
+    elif isinstance(build, dict):
+        if "context" in build:
+            build["context"] = _context(build["context"], base, home)
+        _additional_contexts(_unwrap(build.get("additional_contexts")), base, home)
+    develop = _unwrap(service.get("develop"))
+    watch = _unwrap(develop.get("watch")) if isinstance(develop, dict) else None
+    if isinstance(watch, list):
+        for rule in watch:
+            rule = _unwrap(rule)
+            if isinstance(rule, dict) and isinstance(rule.get("path"), str):
+                rule["path"] = _host_path(rule["path"], base, home)
     for key in ("env_file", "label_file"):
         value = _unwrap(service.get(key))
         if isinstance(value, str):

@@ -13,8 +13,6 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from pydantic import BaseModel
-
 from stackd.spec.keys import Child, shape
 
 _OPT_OUT = {"required", "create_host_path"}
@@ -22,15 +20,13 @@ _OPT_OUT = {"required", "create_host_path"}
 
 def ordered(tree: Any) -> dict[str, Any]:
     """The canonical tree as plain, ordered data ready to dump."""
-    from stackd.spec.models import Stack
-
-    out = _model(tree, Stack)
+    out = _model(tree, "Stack")
     assert isinstance(out, dict)
     out.pop("version", None)  # obsolete; compose drops it from its output too
     return out
 
 
-def _model(value: Any, model: type[BaseModel]) -> Any:
+def _model(value: Any, model: str) -> Any:
     if not isinstance(value, dict):
         return _free(value)
     known = shape(model)
@@ -39,7 +35,7 @@ def _model(value: Any, model: type[BaseModel]) -> Any:
         if key not in value:
             continue
         item = value[key]
-        if key in _OPT_OUT and item is True and model.__name__ in ("EnvFile", "BindOptions"):
+        if key in _OPT_OUT and item is True and model in ("EnvFile", "BindOptions"):
             continue
         out[key] = _child(item, child)
     for key in sorted(k for k in value if k not in known):

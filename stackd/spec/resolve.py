@@ -89,10 +89,20 @@ def resolve(options: LoadOptions) -> Resolved:
 
 
 def variables(options: LoadOptions) -> list[Variable]:
-    """The variables the stack files use (for `config --variables`), without interpolating."""
+    """The variables the stack files use (for `config --variables`), without interpolating.
+
+    Every `-f` file is read on its own before the merge, as compose-go does, so a variable in a
+    value a later file overrides or resets is listed too; then those of included and extended
+    files (in the merged tree). In order of first use; a later use fills in a default the
+    first one did not give.
+    """
     from dataclasses import replace
 
-    from stackd.spec.interpolate import list_variables
+    from stackd.spec.extends import Context, parse_file
+    from stackd.spec.interpolate import list_variables, merge_variables
 
-    resolved = resolve(replace(options, interpolate=False))
-    return list_variables(resolved.tree)
+    plain = replace(options, interpolate=False)
+    resolved = resolve(plain)
+    ctx = Context({}, options.environ, False, options.stdin_text, working_dir=os.path.abspath(options.working_dir))
+    found = [list_variables(parse_file(path, ctx)) for path in resolved.files]
+    return merge_variables([*found, list_variables(resolved.tree)])

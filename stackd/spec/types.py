@@ -100,6 +100,13 @@ def parse_bytes(value: Any) -> int:
 
 # --- KEY=VALUE lists and mappings ------------------------------------------------------------
 
+def parse_byte_limit(value: Any) -> int:
+    """A byte size where -1 means unlimited (memory limits)."""
+    if value in (-1, "-1"):
+        return -1
+    return parse_bytes(value)
+
+
 def scalar_text(value: Any) -> str | None:
     """A mapping value as compose keeps it: text, or None for an unset (null) value."""
     if value is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic_core import ValidationError
 
 from stackd.errors import SpecError
 from stackd.spec.source import Node, Path, error_at
@@ -172,7 +172,7 @@ def _check_service(root: Node, services: dict[str, Any], declared: dict[str, set
         published = port.get("published") if isinstance(port, dict) else None
         if isinstance(published, str) and published:
             for part in published.split("-"):
-                if not part.isdigit() or not 0 <= int(part) <= 65535:
+                if not (part.isascii() and part.isdigit()) or not 0 <= int(part) <= 65535:
                     raise error_at(root, (*base, "ports", index, "published"), f'"{published}": host port must be a number 1-65535 or a range like 8000-8010')
 
 

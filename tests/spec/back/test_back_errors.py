@@ -113,7 +113,7 @@ CASES = [
     ),
     pytest.param(
         'services:\n  web:\n    image: nginx\n    volumes:\n      - ./data:/data:rx\n',
-        'stack.yaml:5:9: services.web.volumes[0]: "{dir}/data:/data:rx": unknown volume mode "rx" (ro, rw, z, Z, nocopy, or a bind propagation)',
+        'stack.yaml:5:9: services.web.volumes[0]: "./data:/data:rx": unknown volume mode "rx" (ro, rw, z, Z, nocopy, or a bind propagation)',
         id='bad_volume_mode',
     ),
     pytest.param(
