@@ -62,7 +62,19 @@ def _run_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--runtime", default=None, help="OCI runtime: stackd-runtime, runc, crun or a path."),
         click.option("--stop-signal", help="Signal to stop the container."),
         click.option("--stop-timeout", type=int, default=None, help="Seconds to wait before killing."),
-        click.option("--network", default="none", help="none | host."),
+        click.option("--network", "--net", default="", help="Network: a name, bridge (default), none, host, container:NAME."),
+        click.option("--network-alias", multiple=True, help="Network-scoped alias for the container."),
+        click.option("--ip", default="", help="IPv4 address on the network (e.g. 172.30.100.104)."),
+        click.option("--ip6", default="", help="IPv6 address on the network."),
+        click.option("--mac-address", default="", help="MAC address on the network."),
+        click.option("-p", "--publish", multiple=True, help="Publish a port: [IP:][HOST:]CONTAINER[/udp]."),
+        click.option("--dns", multiple=True, help="Custom DNS server."),
+        click.option("--dns-search", multiple=True, help="Custom DNS search domain."),
+        click.option("--dns-option", multiple=True, help="DNS option (resolv.conf options)."),
+        click.option("--add-host", multiple=True, help="Add a host-to-IP mapping (host:ip, host-gateway)."),
+        click.option("--domainname", default="", help="Container NIS domain name."),
+        click.option("--tmpfs", multiple=True, help="Mount a tmpfs: PATH[:OPTIONS]."),
+        click.option("--volumes-from", multiple=True, help="Mount the volumes of a container: NAME[:ro|rw]."),
         click.option("--log-opt", multiple=True, help="max-size=…, max-file=…"),
         click.option("--pull", type=click.Choice(["missing", "always", "never"]), default="missing"),
         click.option("-i", "--interactive", is_flag=True, help="Keep STDIN open."),
@@ -134,7 +146,7 @@ def run_cmd(image: str, command: tuple[str, ...], detach: bool, rm: bool, **o: A
         code = m.wait(rec.id).exit_code or 0
     finally:
         if rm:
-            m.remove(rec.id, force=True)
+            m.remove(rec.id, force=True, volumes=True)
     sys.exit(code)
 
 
@@ -207,7 +219,25 @@ def kill_cmd(containers: tuple[str, ...], signal: str) -> None:
 def rm_cmd(containers: tuple[str, ...], force: bool, volumes: bool) -> None:
     """Remove containers."""
     m = manager()
-    _each(containers, lambda c: m.remove(c, force=force))
+    _each(containers, lambda c: m.remove(c, force=force, volumes=volumes))
+
+
+@container.command("port", context_settings=CTX)
+@click.argument("name")
+@click.argument("port", required=False)
+def port_cmd(name: str, port: str | None) -> None:
+    """List the container's published ports (or those of one PORT[/PROTO])."""
+    rows = manager().ports(name)
+    if port:
+        num, _, proto = port.partition("/")
+        rows = [r for r in rows if str(r.container_port) == num and r.protocol == (proto or "tcp")]
+        if not rows:
+            raise click.ClickException(f"no public port '{port}' published for {name}")
+        for r in rows:
+            click.echo(f"{r.host_ip or '0.0.0.0'}:{r.host_port}")
+        return
+    for r in rows:
+        click.echo(f"{r.container_port}/{r.protocol} -> {r.host_ip or '0.0.0.0'}:{r.host_port}")
 
 
 @container.command("pause", context_settings=CTX)

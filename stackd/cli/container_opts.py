@@ -77,9 +77,17 @@ def parse_volume(spec: str) -> Any:
     opts = parts[2].split(",") if len(parts) == 3 else []
     ro = "ro" in opts
     prop = next((o for o in opts if o in ("private", "rprivate", "shared", "rshared", "slave", "rslave")), "")
+    unknown = [o for o in opts if o not in ("ro", "rw", "z", "Z", "nocopy", prop)]
+    if unknown:
+        raise UsageError(f"invalid volume specification {spec!r}: unknown mode {unknown[0]!r}")
+    if not target.startswith("/"):
+        raise UsageError(f"invalid volume specification {spec!r}: the container path must be absolute")
     if src.startswith("/") or src.startswith("."):
+        if not os.path.exists(src):
+            os.makedirs(src, exist_ok=True)  # Docker's -v creates a missing host directory
         return MountConfig(type="bind", source=os.path.abspath(src), target=target, read_only=ro, propagation=prop)
-    return MountConfig(type="volume", source="", name=src, target=target, read_only=ro)
+    return MountConfig(type="volume", source="", name=src, target=target, read_only=ro,
+                       options=("nocopy",) if "nocopy" in opts else ())
 
 
 def parse_mount(spec: str) -> Any:
@@ -103,7 +111,9 @@ def parse_mount(spec: str) -> Any:
                            tmpfs_size=parse_size(kv["tmpfs-size"]) if "tmpfs-size" in kv else None,
                            tmpfs_mode=int(kv["tmpfs-mode"], 8) if "tmpfs-mode" in kv else None)
     if typ == "volume":
-        return MountConfig(type="volume", name=src, target=target, read_only=ro)
+        nocopy = kv.get("volume-nocopy", "false") in ("true", "1")
+        return MountConfig(type="volume", name=src, target=target, read_only=ro,
+                           options=("nocopy",) if nocopy else ())
     raise UsageError(f"--mount {spec!r}: type must be bind, volume or tmpfs")
 
 
@@ -142,9 +152,11 @@ def build_config(o: Mapping[str, Any], image: str, command: tuple[str, ...], env
     log_opts = dict(x.partition("=")[::2] for x in o.get("log_opt") or ())
     entrypoint = None if o.get("entrypoint") is None else (tuple(o["entrypoint"].split()) if o["entrypoint"] else ())
     mounts = tuple(parse_volume(v) for v in o.get("volume") or ()) + tuple(parse_mount(m) for m in o.get("mount") or ())
-    network = o.get("network") or "none"
-    if network not in ("none", "host"):
-        raise UsageError(f"--network {network}: only none and host are supported by `container run` yet")
+    network, networks = parse_network(o)
+    tmpfs = {}
+    for t in o.get("tmpfs") or ():
+        target, _, topts = t.partition(":")
+        tmpfs[target] = topts
     return ContainerConfig(
         name=o.get("name") or "", image=image, entrypoint=entrypoint, command=command or None,
         env=parse_env(o.get("env") or (), o.get("env_file") or (), environ),
@@ -158,7 +170,31 @@ def build_config(o: Mapping[str, Any], image: str, command: tuple[str, ...], env
         init=bool(o.get("init")), stop_signal=o.get("stop_signal") or "",
         stop_grace_period=float(o["stop_timeout"]) if o.get("stop_timeout") is not None else 10.0,
         tty=bool(o.get("tty")), stdin_open=bool(o.get("interactive")), network_mode=network,
+        networks=networks, ports=tuple(o.get("publish") or ()), dns=tuple(o.get("dns") or ()),
+        dns_search=tuple(o.get("dns_search") or ()), dns_opt=tuple(o.get("dns_option") or ()),
+        extra_hosts=tuple(o.get("add_host") or ()), volumes_from=tuple(o.get("volumes_from") or ()),
+        tmpfs=tmpfs, domainname=o.get("domainname") or "",
         restart=parse_restart(o.get("restart") or "no"), healthcheck=hc,
         log=LogConfig(max_size=parse_size(log_opts["max-size"]) if "max-size" in log_opts else None,
                       max_file=int(log_opts.get("max-file", "1"))),
     )
+
+
+def parse_network(o: Mapping[str, Any]) -> tuple[str, tuple[Any, ...]]:
+    """`--network` (a name, bridge, none, host, container:NAME), `--network-alias`, `--ip`, `--ip6`,
+    `--mac-address` → (network_mode, networks)."""
+    from stackd.engine.container_config import NetworkAttachmentConfig
+
+    network = o.get("network") or ""
+    aliases = tuple(o.get("network_alias") or ())
+    ip, ip6, mac = o.get("ip") or "", o.get("ip6") or "", o.get("mac_address") or ""
+    if network in ("none", "host") or network.startswith("container:"):
+        if aliases or ip or ip6:
+            raise UsageError(f"--network-alias, --ip and --ip6 cannot be used with --network {network}")
+        if network.startswith("container:") and o.get("publish"):
+            raise UsageError(f"--publish cannot be used with --network {network}")
+        return network, ()
+    name = network if network not in ("", "default") else "bridge"
+    if name == "bridge" and (aliases or ip or ip6):
+        raise UsageError("--network-alias, --ip and --ip6 need a user-defined network (--network NAME)")
+    return "", (NetworkAttachmentConfig(name, aliases, ip, ip6, mac),)

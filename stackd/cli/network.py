@@ -43,22 +43,10 @@ KNOWN_OPTS = ("com.docker.network.bridge.name", "com.docker.network.driver.mtu")
 
 def net_manager(environ: Mapping[str, str] | None = None) -> NetManager:
     """The CLI's NetManager: the state root, the real kernel, and the env's table/prefix/pools."""
-    from stackd.net import ipam
-    from stackd.net.linux import LinuxKernel
-    from stackd.net.manager import NetManager
+    from stackd.engine.engine import net_manager as make
 
     env = os.environ if environ is None else environ
-    kw: dict[str, Any] = {}
-    if env.get("STACKD_NET_TABLE"):
-        kw["table"] = env["STACKD_NET_TABLE"]
-    if env.get("STACKD_NET_LINK_PREFIX"):
-        kw["link_prefix"] = env["STACKD_NET_LINK_PREFIX"]
-    if env.get("STACKD_NET_POOLS"):
-        try:
-            kw["pools"] = ipam.parse_pools(env["STACKD_NET_POOLS"])
-        except ValueError as exc:
-            raise UsageError(f"STACKD_NET_POOLS: {exc}") from None
-    return NetManager(state_root(dict(env)), LinuxKernel(), **kw)
+    return make(state_root(dict(env)), environ=env)  # type: ignore[no-any-return]
 
 
 @contextlib.contextmanager
@@ -378,30 +366,12 @@ def prune_cmd(force: bool, filters: tuple[str, ...]) -> None:
             click.echo(n)
 
 
-# -- connect / disconnect (a running container's netns, through the container records) ---------
-def _container(text: str) -> Any:
-    """The container record by name, ID or ID prefix (`stackd.engine.containers_store`)."""
-    root = state_root()
-    if not (root / "stackd.db").exists():
-        raise NotFoundError(f"no such container: {text}")
-    from stackd.engine.containers_store import ContainerStore
+# -- connect / disconnect (through the container manager: the config records the attachment) ---
+def _engine() -> Any:
+    from stackd.cli.roots import run_root
+    from stackd.engine.engine import Engine
 
-    return ContainerStore(root).resolve(text)
-
-
-def _netns_of(m: NetManager, c: Any) -> str:
-    """The container's netns: that of its existing attachments, else the one its config names."""
-    from stackd.engine.containers_state import LIVE
-
-    mode = c.config.network_mode
-    if mode in ("host", "none") or mode.startswith(("container:", "service:")):
-        raise ConflictError(f"container {c.name} uses network mode {mode!r} and cannot be connected to networks")
-    mine = m.attachments(c.id)
-    path = mine[0].netns_path if mine else c.config.netns_path
-    if c.status not in LIVE or not path or not os.path.exists(path):
-        raise ConflictError(f"container {c.name} is not running (status {c.status}): start it first; "
-                            "stackd connects only running containers")
-    return str(path)
+    return Engine(state_root(), run_root(), restore=False)
 
 
 @network.command("connect")
@@ -411,16 +381,19 @@ def _netns_of(m: NetManager, c: Any) -> str:
 @click.argument("name")
 @click.argument("container")
 def connect_cmd(aliases: tuple[str, ...], ip: str, ip6: str, name: str, container: str) -> None:
-    """Connect a running container to a network."""
-    c = _container(container)
-    with _manager() as m:
-        rec = _resolve(m, name)
+    """Connect a container to a network (a stopped one joins it when it starts)."""
+    from stackd.engine.containers_net import connect
+
+    eng = _engine()
+    try:
+        rec = _resolve(eng.networks, name)
         if isinstance(rec, str):
-            raise ConflictError(f"container {c.name} cannot be connected to the {rec} network")
-        netns = _netns_of(m, c)
-        service = c.config.labels.get("io.stackd.service") or c.config.labels.get("com.docker.compose.service")
-        names = [c.name, c.config.hostname or c.id[:12], *([service] if service else [])]
-        m.attach(c.id, netns, rec.name, aliases=aliases, names=names, ipv4=ip, ipv6=ip6)
+            raise ConflictError(f"container {container} cannot be connected to the {rec} network")
+        if not (state_root() / "stackd.db").exists():
+            raise NotFoundError(f"no such container: {container}")
+        connect(eng.containers, container, rec.name, aliases=aliases, ipv4=ip, ipv6=ip6)
+    finally:
+        eng.close()
 
 
 @network.command("disconnect")
@@ -429,19 +402,26 @@ def connect_cmd(aliases: tuple[str, ...], ip: str, ip6: str, name: str, containe
 @click.argument("container")
 def disconnect_cmd(force: bool, name: str, container: str) -> None:
     """Disconnect a container from a network."""
+    from stackd.engine.containers_net import disconnect
+
+    eng = _engine()
     try:
-        cid = _container(container).id
-    except NotFoundError:
-        if not force:
-            raise
-        cid = ""
-    with _manager() as m:
+        m = eng.networks
         rec = _resolve(m, name)
         net_name = rec if isinstance(rec, str) else rec.name
-        if not cid:  # -f: the endpoint by container ID (prefix) or name, as the network records it
-            hits = {a.container_id for a in m.attachments() if a.network == net_name
-                    and (a.container_id.startswith(container) or container in a.names[:1])}
-            if len(hits) != 1:
-                raise NotFoundError(f"container {container} is not connected to network {net_name}")
-            cid = hits.pop()
-        m.detach(cid, net_name)
+        try:
+            if not (state_root() / "stackd.db").exists():
+                raise NotFoundError(f"no such container: {container}")
+            disconnect(eng.containers, container, net_name)
+            return
+        except NotFoundError:
+            if not force:
+                raise
+        # -f: the endpoint by container ID (prefix) or name, as the network records it
+        hits = {a.container_id for a in m.attachments() if a.network == net_name
+                and (a.container_id.startswith(container) or container in a.names[:1])}
+        if len(hits) != 1:
+            raise NotFoundError(f"container {container} is not connected to network {net_name}")
+        m.detach(hits.pop(), net_name)
+    finally:
+        eng.close()

@@ -29,7 +29,7 @@ from stackd.engine.container_config import ContainerConfig, ImageConfig
 from stackd.engine.containers_ops import ContainerOps
 from stackd.engine.containers_runtime import Runtime, remove_cgroup
 from stackd.engine.containers_store import ContainerRecord, ContainerStore
-from stackd.errors import EngineError, NotFoundError
+from stackd.errors import ConflictError, EngineError, NotFoundError
 
 CRASH_ENV = "STACKD_TEST_CRASH_AT"
 
@@ -71,7 +71,7 @@ class ContainerManager(ContainerOps):
 
     def __init__(self, state_root: Path, run_root: Path, *, runtime: str = "runc",
                  cgroup_parent: str = "/stackd", images: Any = None, snapshots: Any = None,
-                 net: Any = None) -> None:
+                 net: Any = None, volumes: Any = None) -> None:
         self.state_root = Path(state_root)
         self.run_root = Path(run_root)
         self.runtime_name = runtime
@@ -79,7 +79,8 @@ class ContainerManager(ContainerOps):
         self.store = ContainerStore(self.state_root)
         self._images = images
         self._snapshots = snapshots
-        self.net = net
+        self._net = net  # a NetManager, or a function that makes one (built on first use)
+        self._volumes = volumes  # a VolumeStore, or a function that makes one
         self._runtimes: dict[str, Runtime] = {}
         self._local = threading.local()
         for sub in ("containers", "shims", "locks"):
@@ -102,6 +103,23 @@ class ContainerManager(ContainerOps):
 
             self._snapshots = Snapshotter(self.state_root / "snapshots")
         return self._snapshots
+
+    @property
+    def net(self) -> Any:
+        """The NetManager (None if the engine runs without networking)."""
+        if callable(self._net):
+            self._net = self._net()
+        return self._net
+
+    @property
+    def volumes(self) -> Any:
+        if callable(self._volumes):
+            self._volumes = self._volumes()
+        if self._volumes is None:
+            from stackd.engine.volumes import VolumeStore
+
+            self._volumes = VolumeStore(self.state_root)
+        return self._volumes
 
     def runtime(self, name: str | None = None) -> Runtime:
         name = name or self.runtime_name
@@ -178,11 +196,18 @@ class ContainerManager(ContainerOps):
         """Record the container, prepare its snapshot and bundle; status `created`."""
         import dataclasses
 
+        from stackd.engine import containers_net, containers_volumes
+
         img = self.images.resolve(cfg.image_id or cfg.image)
         cfg = dataclasses.replace(cfg, image_id=img.id, image_config=self.image_config(img.id),
                                   name=self._name(cfg.name))
         if cfg.init and not os.path.exists("/usr/bin/tini-static"):
             raise EngineError("--init needs /usr/bin/tini-static (apt-get install tini)")
+        if cfg.name in self.store.names():
+            raise ConflictError(f'the container name "/{cfg.name}" is already in use; '
+                                "remove or rename that container first")
+        cfg = containers_net.prepare(self, cfg)  # port conflicts refused before anything exists
+        cfg = containers_volumes.prepare(self, cfg)
         cid = secrets.token_hex(32)
         with self.lock(cid):
             rec = self.store.insert(ContainerRecord(
@@ -190,11 +215,13 @@ class ContainerManager(ContainerOps):
                 status=st.CREATING, runtime=self.runtime_name))
             crash_point("create:recorded")
             try:
+                containers_net.setup(self, rec)
+                crash_point("create:network")
                 self._build_bundle(rec, img)
             except BaseException:
                 with contextlib.suppress(Exception):
                     self.store.transition(cid, st.REMOVING)
-                    self._release(cid)
+                    self._release(cid, volumes=True)
                     self.store.delete(cid)
                 raise
             crash_point("create:bundle")
@@ -228,11 +255,10 @@ class ContainerManager(ContainerOps):
         crash_point("create:mounted")
         sdir = self.state_dir(cid)
         sdir.mkdir(parents=True, exist_ok=True)
-        cfg = rec.config
-        if cfg.network_mode == "" and self.net is None:
-            import dataclasses
+        from stackd.engine import containers_net, containers_volumes
 
-            cfg = dataclasses.replace(cfg, network_mode="none")
+        cfg = containers_volumes.acquire(self, rec, str(m.target), rec.config)
+        cfg = containers_net.bundle_config(self, rec, cfg)
         bundle.write_bundle(cfg, container_id=cid, bundle_dir=bdir, state_dir=sdir,
                             options=bundle.BundleOptions(cgroup_parent=self.cgroup_parent))
 
@@ -265,9 +291,13 @@ class ContainerManager(ContainerOps):
             rec = self.sync(rec)
             st.check(rec.status, "start", rec.name)
             cid, cfg = rec.id, rec.config
+            from stackd.engine import containers_net
+
+            containers_net.setup(self, rec)
             if not (self.bundle_dir(cid) / "config.json").exists() or not mounts.is_mountpoint(
                     self.bundle_dir(cid) / "rootfs"):
                 self._build_bundle(rec)
+            containers_net.publish(self, rec)
             self._drop_shim(cid)
             hc = cfg.effective_healthcheck()
             restart = cfg.restart.name + (f":{cfg.restart.max_retries}"
@@ -289,6 +319,7 @@ class ContainerManager(ContainerOps):
                 client = start_shim(str(self.shim_dir(cid)), shim_cfg)
             except ShimError as exc:
                 self._drop_shim(cid)
+                containers_net.unpublish(self, cid)
                 self.store.update(cid, error=str(exc), exit_code=127 if "not found" in str(exc) or
                                   "no such file" in str(exc).lower() else 126)
                 raise EngineError(str(exc)) from None
@@ -347,7 +378,12 @@ class ContainerManager(ContainerOps):
             except ShimError:
                 pass  # the shim died meanwhile: sync reports what is left
             crash_point("stop:after-shim")
-            return self.sync(self.store.get(rec.id))
+            rec = self.sync(self.store.get(rec.id))
+            if rec.status not in st.LIVE:
+                from stackd.engine import containers_net
+
+                containers_net.unpublish(self, rec.id)
+            return rec
 
     def kill(self, text: str, signal: str | int = "SIGKILL") -> ContainerRecord:
         from stackd.engine.shim.client import ShimError
@@ -389,7 +425,8 @@ class ContainerManager(ContainerOps):
                 raise EngineError(f"timed out waiting for container {rec.name}")
         return rec
 
-    def remove(self, text: str, *, force: bool = False) -> ContainerRecord:
+    def remove(self, text: str, *, force: bool = False, volumes: bool = False) -> ContainerRecord:
+        """Remove the container and what it holds; `volumes` also removes its anonymous volumes."""
         rec = self.store.resolve(text)
         with self.lock(rec.id):
             rec = self.sync(rec)
@@ -399,25 +436,24 @@ class ContainerManager(ContainerOps):
             st.check(rec.status, "remove -f" if force else "remove", rec.name)
             self.store.transition(rec.id, st.REMOVING, verb="remove")
             crash_point("rm:marked")
-            self._release(rec.id, rec.runtime)
+            self._release(rec.id, rec.runtime, volumes=volumes)
             crash_point("rm:released")
             self.store.delete(rec.id)
         with contextlib.suppress(OSError):
             os.unlink(self.run_root / "locks" / rec.id)
         return rec
 
-    def _release(self, cid: str, runtime: str | None = None) -> None:
+    def _release(self, cid: str, runtime: str | None = None, *, volumes: bool = False) -> None:
         """Free everything a container holds except its record (idempotent; used by restore too)."""
-        from stackd.engine import mounts
+        from stackd.engine import containers_net, containers_volumes, mounts
 
         self._drop_shim(cid)
         rt = self.runtime(runtime)
         if os.path.exists(os.path.join(rt.root, cid)) and rt.state(cid) is not None:
             rt.kill_all(cid, 9)
             rt.delete(cid)
-        if self.net is not None:
-            with contextlib.suppress(Exception):
-                self.net.detach(cid)
+        containers_net.teardown(self, cid)
+        containers_volumes.release(self, cid, remove_anonymous=volumes)
         rootfs = self.bundle_dir(cid) / "rootfs"
         for _ in range(16):  # a runtime may have stacked mounts on it (propagation)
             if not mounts.is_mountpoint(rootfs):

@@ -163,6 +163,19 @@ class ContainerOps:
         self.store.rename(rec.id, new_name)
         return self.store.get(rec.id)
 
+    def ports(self, text: str) -> list[Any]:
+        """The container's published ports (stackd.net.ports.PortBinding)."""
+        from stackd.engine.containers_net import _net_state_mentions
+
+        rec = self.get(text)
+        net = getattr(self, "net", None)
+        if not _net_state_mentions(self, rec.id) or net is None:  # type: ignore[arg-type]
+            return []
+        return list(net.published(rec.id))
+
+    def _net_settings(self, rec: ContainerRecord) -> dict[str, Any]:
+        return _net_settings(self, rec)
+
     def inspect(self, text: str) -> dict[str, Any]:
         """A Docker-shaped description of the container."""
         import dataclasses
@@ -189,7 +202,9 @@ class ContainerOps:
                            "Memory": cfg.resources.memory or 0, "NanoCpus": int((cfg.resources.cpus or 0) * 1e9),
                            "PidsLimit": cfg.resources.pids_limit, "CapAdd": list(cfg.cap_add),
                            "CapDrop": list(cfg.cap_drop), "Init": cfg.init,
-                           "NetworkMode": cfg.network_mode or "none"},
+                           "NetworkMode": cfg.network_mode or (
+                               cfg.networks[0].network if cfg.networks else "none"),
+                           "PortBindings": {p.split("/")[0]: p for p in map(str, cfg.ports)}},
             "Config": {"Hostname": cfg.hostname or rec.id[:12], "User": cfg.user, "Env": list(cfg.env),
                        "Cmd": list(cfg.command) if cfg.command is not None else cfg.image_config.cmd,
                        "Entrypoint": list(cfg.entrypoint) if cfg.entrypoint is not None else cfg.image_config.entrypoint,
@@ -197,8 +212,29 @@ class ContainerOps:
                        "Tty": cfg.tty, "OpenStdin": cfg.stdin_open, "StopSignal": cfg.effective_stop_signal(),
                        "StopTimeout": cfg.stop_grace_period},
             "Mounts": [dataclasses.asdict(m) for m in cfg.mounts],
+            "NetworkSettings": self._net_settings(rec),
             "GraphDriver": {"Name": "overlay", "Data": {"MergedDir": str(self.bundle_dir(rec.id) / "rootfs")}},
         }
+
+
+def _net_settings(mgr: Any, rec: ContainerRecord) -> dict[str, Any]:
+    """Docker's NetworkSettings: per-network endpoints and the published ports."""
+    from stackd.engine.containers_net import _net_state_mentions, netns_path
+
+    nets: dict[str, Any] = {}
+    ports: dict[str, Any] = {}
+    if _net_state_mentions(mgr, rec.id) and mgr.net is not None:
+        for a in mgr.net.attachments(rec.id):
+            nets[a.network] = {"IPAddress": a.ipv4, "IPPrefixLen": a.prefix4, "GlobalIPv6Address": a.ipv6,
+                               "GlobalIPv6PrefixLen": a.prefix6, "MacAddress": a.mac,
+                               "Aliases": list(a.aliases), "DNSNames": list(a.names)}
+        for p in mgr.net.published(rec.id):
+            ports.setdefault(f"{p.container_port}/{p.protocol}", []).append(
+                {"HostIp": p.host_ip or "0.0.0.0", "HostPort": str(p.host_port)})
+    first: dict[str, Any] = next(iter(nets.values()), {})
+    path = netns_path(mgr, rec.id)
+    return {"SandboxKey": str(path) if path.exists() else "", "IPAddress": first.get("IPAddress", ""),
+            "Networks": nets, "Ports": ports}
 
 
 def _user(uid: int) -> str:

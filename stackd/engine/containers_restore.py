@@ -73,8 +73,17 @@ def observe(mgr: ContainerManager, rec: ContainerRecord) -> ContainerRecord:
             finished_at=str(s.get("finished_at") or _now()), pid=0, error=str(s.get("error") or ""),
             started_at=str(s.get("started_at") or rec.started_at), **common)
         _end_shim(mgr, rec.id)
+        _unpublish(mgr, rec.id)
         return rec
     return rec  # "created": the shim is still launching it
+
+
+def _unpublish(mgr: ContainerManager, cid: str) -> None:
+    """A container that stopped holds no host port (Docker's behaviour)."""
+    from stackd.engine.containers_net import unpublish
+
+    with contextlib.suppress(Exception):
+        unpublish(mgr, cid)
 
 
 def _end_shim(mgr: ContainerManager, cid: str) -> None:
@@ -121,8 +130,10 @@ def _shim_died(mgr: ContainerManager, rec: ContainerRecord) -> ContainerRecord:
     if status.container != "missing":
         rt.delete(rec.id)
     shutil.rmtree(d, ignore_errors=True)
-    return mgr.store.transition(rec.id, st.EXITED, exit_code=255 if code is None else code, error=error,
-                                finished_at=_now(), pid=0)
+    rec = mgr.store.transition(rec.id, st.EXITED, exit_code=255 if code is None else code, error=error,
+                               finished_at=_now(), pid=0)
+    _unpublish(mgr, rec.id)
+    return rec
 
 
 def _wait_gone(pid: int, timeout: float = 5.0) -> None:
@@ -181,6 +192,10 @@ def _restore(mgr: ContainerManager) -> list[str]:
                 cleaned.append(f"orphan {cid[:12]}")
         with contextlib.suppress(OSError):
             os.unlink(mgr.run_root / "locks" / cid)
+    from stackd.engine import containers_net
+
+    cleaned += containers_net.orphans(mgr)
+    containers_net.restore_networks(mgr)
     for name, cids in rt_dirs.items():
         for cid in cids - ids:
             try:

@@ -8,6 +8,7 @@ manager runs live-restore (containers.restore) the first time it is used in a pr
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,50 @@ def default_runtime(environ: dict[str, str] | None = None) -> str:
     return env.get(RUNTIME_ENV) or DEFAULT_RUNTIME
 
 
+NET_TABLE_ENV = "STACKD_NET_TABLE"
+NET_PREFIX_ENV = "STACKD_NET_LINK_PREFIX"
+NET_POOLS_ENV = "STACKD_NET_POOLS"
+
+
+def net_manager(state_root: Path, *, table: str | None = None, link_prefix: str | None = None,
+                pools: Any = None, environ: Mapping[str, str] | None = None) -> Any:
+    """A NetManager on the real kernel: table, link prefix and pools from the arguments, else
+    $STACKD_NET_TABLE / $STACKD_NET_LINK_PREFIX / $STACKD_NET_POOLS (`base/len:size,…`), else
+    the net layer's defaults (table `stackd`, prefix `sd`)."""
+    from stackd.errors import UsageError
+    from stackd.net import ipam
+    from stackd.net.linux import LinuxKernel
+    from stackd.net.manager import NetManager
+
+    env = os.environ if environ is None else environ
+    kw: dict[str, Any] = {}
+    if table or env.get(NET_TABLE_ENV):
+        kw["table"] = table or env[NET_TABLE_ENV]
+    if link_prefix or env.get(NET_PREFIX_ENV):
+        kw["link_prefix"] = link_prefix or env[NET_PREFIX_ENV]
+    if isinstance(pools, str) or (pools is None and env.get(NET_POOLS_ENV)):
+        try:
+            kw["pools"] = ipam.parse_pools(pools if isinstance(pools, str) else env[NET_POOLS_ENV])
+        except ValueError as exc:
+            raise UsageError(f"{NET_POOLS_ENV}: {exc}") from None
+    elif pools is not None:
+        kw["pools"] = tuple(pools)
+    return NetManager(Path(state_root), LinuxKernel(), **kw)
+
+
 class Engine:
-    """Images, snapshots and containers under `state_root` and `run_root`."""
+    """Images, snapshots, volumes, networks and containers under `state_root` and `run_root`.
+
+    Networking: `net` is a ready NetManager, else one is built on first use from `net_table`,
+    `net_link_prefix`, `net_pools` or the environment (see `net_manager`); tests always give a
+    table and prefix of their own so they never touch a real stackd's nftables table.
+    """
 
     def __init__(self, state_root: Path, run_root: Path, *, runtime: str | None = None,
                  cgroup_parent: str = "/stackd", registries: Any = None, auth: Any = None,
-                 net: Any = None, restore: bool = True) -> None:
+                 net: Any = None, restore: bool = True, net_table: str | None = None,
+                 net_link_prefix: str | None = None, net_pools: Any = None,
+                 environ: Mapping[str, str] | None = None) -> None:
         self.state_root = Path(state_root)
         self.run_root = Path(run_root)
         self.runtime = runtime or default_runtime()
@@ -36,10 +75,35 @@ class Engine:
         self.registries = registries
         self.auth = auth
         self.net = net
+        self._net_opts = {"table": net_table, "link_prefix": net_link_prefix, "pools": net_pools,
+                          "environ": environ}
         self._restore = restore
         self._images: Any = None
         self._snapshots: Any = None
         self._containers: Any = None
+        self._volumes: Any = None
+
+    @property
+    def networks(self) -> Any:
+        """The NetManager (stackd.net.manager): create_network, ensure_network, attach, publish, …"""
+        if self.net is None:
+            self.net = net_manager(self.state_root, **self._net_opts)
+        return self.net
+
+    @property
+    def volumes(self) -> Any:
+        """The VolumeStore (stackd.engine.volumes): create, inspect, list, remove, prune."""
+        if self._volumes is None:
+            from stackd.engine.volumes import VolumeStore
+
+            self._volumes = VolumeStore(self.state_root)
+        return self._volumes
+
+    def close(self) -> None:
+        """Release the netlink socket (if networking was used)."""
+        close = getattr(getattr(self.net, "kernel", None), "close", None)
+        if close is not None:
+            close()
 
     @property
     def images(self) -> Any:
@@ -65,7 +129,8 @@ class Engine:
 
             self._containers = ContainerManager(
                 self.state_root, self.run_root, runtime=self.runtime, cgroup_parent=self.cgroup_parent,
-                images=self.images, snapshots=self.snapshots, net=self.net)
+                images=self.images, snapshots=self.snapshots, net=lambda: self.networks,
+                volumes=lambda: self.volumes)
             if self._restore:
                 from stackd.engine.containers_restore import restore
 

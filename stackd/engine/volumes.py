@@ -74,7 +74,7 @@ class VolumeStore:
     def _refs(self, name: str) -> builtins.list[str]:
         try:
             return list(json.loads((self._vdir(name) / "refs.json").read_text()))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return []
 
     def _write_refs(self, name: str, refs: builtins.list[str]) -> None:
@@ -88,13 +88,15 @@ class VolumeStore:
         driver: str = "local",
         labels: Mapping[str, str] | None = None,
         driver_opts: Mapping[str, str] | None = None,
+        anonymous: bool | None = None,
     ) -> VolumeRecord:
-        """Create a volume (an existing one with the same driver and options is returned)."""
+        """Create a volume (an existing one with the same driver and options is returned);
+        a volume without a name is anonymous (also one named by the engine with `anonymous`)."""
         if driver != "local":
             raise UsageError(f"volume {name}: driver {driver!r} is not supported (only local)")
         opts = dict(driver_opts or {})
         _check_opts(name, opts)
-        anonymous = not name
+        anonymous = not name if anonymous is None else anonymous
         name = name or secrets.token_hex(32)
         if not _NAME.match(name):
             raise UsageError(f"invalid volume name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
@@ -183,6 +185,19 @@ class VolumeStore:
             data = Path(rec.mountpoint)
             if not refs and rec.options.get("type") and mounts.is_mountpoint(data):
                 mounts.unmount(data, calls=self.calls)
+
+
+    def release_container(self, container_id: str) -> builtins.list[str]:
+        """`release` every volume the container uses (it may have no record any more); their names."""
+        out: builtins.list[str] = []
+        if not self.dir.is_dir():
+            return out
+        for entry in sorted(os.listdir(self.dir)):
+            if not entry.startswith(".") and container_id in self._refs(entry):
+                with contextlib.suppress(NotFoundError):
+                    self.release(entry, container_id)
+                    out.append(entry)
+        return out
 
 
 def _check_opts(name: str, opts: Mapping[str, str]) -> None:

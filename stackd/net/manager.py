@@ -231,7 +231,13 @@ class NetManager:
         try:
             return self.network(spec.name)
         except NotFoundError:
+            pass
+        try:
             return self.create_network(spec)
+        except ConflictError:
+            if spec.name not in self._load().networks:
+                raise
+            return self.network(spec.name)  # made meanwhile by another thread or process
 
     def ensure_default(self) -> NetworkRecord:
         return self.ensure_network(NetworkSpec(

@@ -39,7 +39,8 @@ def nft_tables() -> str:
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     """A state root, a test-only nft table, link prefix and address pool; everything removed after."""
     tag = "sdc" + secrets.token_hex(2)
-    values = {"STACKD_STATE_ROOT": str(tmp_path / "state"), "STACKD_NET_TABLE": tag,
+    values = {"STACKD_STATE_ROOT": str(tmp_path / "state"), "STACKD_RUN_ROOT": str(tmp_path / "run"),
+              "STACKD_NET_TABLE": tag,
               "STACKD_NET_LINK_PREFIX": tag, "STACKD_NET_POOLS": f"10.214.{_worker() * 16}.0/20:24"}
     for k, v in values.items():
         monkeypatch.setenv(k, v)
@@ -264,8 +265,11 @@ def test_connect_and_disconnect_a_running_container(env: dict[str, str], capsys:
         assert "eth1" not in subprocess.run(["ip", "netns", "exec", ns, "ip", "-br", "link"],
                                             capture_output=True, text=True).stdout
         assert "not attached" in one_error(capsys, "network", "disconnect", "extra", "app")
-        store.update(cid, status="exited")
-        assert "is not running" in one_error(capsys, "network", "connect", "extra", "app")
+        store.update(cid, status="exited")  # a stopped container is connected too (its netns stays)
+        ok(capsys, "network", "connect", "extra", "app")
+        assert [n.network for n in store.get(cid).config.networks] == ["extra"]  # recorded for restarts
+        ok(capsys, "network", "disconnect", "extra", "app")
+        assert store.get(cid).config.networks == ()
         store.delete(cid)
         ok(capsys, "network", "disconnect", "-f", "front", "app")  # the record is gone: by endpoint name
         assert m.attachments(cid) == []

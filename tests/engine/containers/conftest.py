@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -98,12 +99,18 @@ class World:
     env: dict[str, str]
     runtime: str
 
+    @property
+    def tag(self) -> str:
+        """This world's nftables table and link prefix (never a real stackd's)."""
+        return self.env["STACKD_NET_TABLE"]
+
     def engine(self, restore: bool = True):  # type: ignore[no-untyped-def]
         from stackd.engine.engine import Engine
         from stackd.engine.registry_config import load
 
         return Engine(self.state, self.run, runtime=self.runtime, cgroup_parent=self.cgroup_parent,
-                      registries=load(self.env["STACKD_REGISTRIES_CONFIG"]), restore=restore)
+                      registries=load(self.env["STACKD_REGISTRIES_CONFIG"]), restore=restore,
+                      net_table=self.tag, net_link_prefix=self.tag, net_pools=self.env["STACKD_NET_POOLS"])
 
     def cli(self, *args: str, input: bytes | None = None, timeout: float = 60, env: dict[str, str] | None = None,
             check: bool = False) -> subprocess.CompletedProcess[bytes]:
@@ -136,11 +143,56 @@ def leaks(w: World) -> list[str]:
             continue
         if str(w.run).encode() in cmd and b"stackd.engine.shim" in cmd:
             out.append(f"shim process {pid}")
-    for sub in ("containers", "shims"):
+    for sub in ("containers", "shims", "netns"):
         d = w.run / sub
         if d.is_dir() and os.listdir(d):
             out.append(f"{sub} dirs {os.listdir(d)}")
+    out += net_leaks(w, networks=False)
     return out
+
+
+def net_leaks(w: World, *, networks: bool = True) -> list[str]:
+    """veth pairs (and with `networks` bridges, the nft table, the DNS server) of this world."""
+    out = []
+    for name in os.listdir("/sys/class/net"):
+        if name.startswith(w.tag) and (networks or name.startswith(w.tag + "v")):
+            out.append(f"link {name}")
+    if networks:
+        tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+        if f" {w.tag}\n" in tables + "\n":
+            out.append(f"nft table {w.tag}")
+        if (w.state / "net" / "dns.pid").exists():
+            out.append("DNS server")
+    return out
+
+
+def net_clean(w: World) -> None:
+    """Remove this world's networks, nft table, DNS server and netns files."""
+    try:
+        from stackd.engine.engine import net_manager
+        from stackd.net import dns_server
+
+        m = net_manager(w.state, environ=w.env)
+        try:
+            for a in m.attachments():
+                m.detach(a.container_id)
+            for n in m.networks():
+                m.remove_network(n.name)
+        finally:
+            dns_server.stop(w.state)
+            m.kernel.close()
+    except Exception as exc:
+        print(f"network cleanup failed: {exc}", file=sys.stderr)
+    for name in os.listdir("/sys/class/net"):
+        if name.startswith(w.tag):
+            subprocess.run(["ip", "link", "del", name], capture_output=True, check=False)
+    subprocess.run(["nft", "delete", "table", "inet", w.tag], capture_output=True, check=False)
+    d = w.run / "netns"
+    if d.is_dir():
+        for f in os.listdir(d):
+            subprocess.run(["umount", "-l", str(d / f)], capture_output=True, check=False)
+            with contextlib.suppress(OSError):
+                os.unlink(d / f)
 
 
 def force_clean(w: World) -> None:
@@ -209,7 +261,8 @@ def _world(runtime: str, hub: Hub, tmp_path: Path) -> Iterator[World]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STACKD_")}
     env.update(STACKD_STATE_ROOT=str(tmp_path / "state"), STACKD_RUN_ROOT=str(tmp_path / "run"),
                STACKD_REGISTRIES_CONFIG=str(hub.config), STACKD_RUNTIME=runtime,
-               STACKD_CGROUP_PARENT=cg, PYTHONPATH=str(ROOT))
+               STACKD_CGROUP_PARENT=cg, PYTHONPATH=str(ROOT), STACKD_NET_TABLE=f"sdk{tag[:4]}",
+               STACKD_NET_LINK_PREFIX=f"sdk{tag[:4]}", STACKD_NET_POOLS=f"10.216.{_worker() * 16}.0/20:24")
     w = World(tmp_path / "state", tmp_path / "run", cg, env, runtime)
     try:
         w.engine(restore=False).ensure_image("busybox")
@@ -217,3 +270,10 @@ def _world(runtime: str, hub: Hub, tmp_path: Path) -> Iterator[World]:
         assert not leaks(w), f"left behind: {leaks(w)}"
     finally:
         force_clean(w)
+        net_clean(w)
+    assert not net_leaks(w), f"left behind: {net_leaks(w)}"
+
+
+def _worker() -> int:
+    wk = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(wk[2:]) % 16 if wk[2:].isdigit() else 0

@@ -24,7 +24,8 @@ def crash(w: World, step: str, *args: str) -> None:
     assert res.returncode == 137, (step, res.returncode, res.stderr.decode())
 
 
-@pytest.mark.parametrize("step", ["create:recorded", "create:snapshot", "create:mounted", "create:bundle"])
+@pytest.mark.parametrize("step", ["create:recorded", "create:network", "create:snapshot", "create:mounted",
+                                  "create:bundle"])
 def test_ctr_engine_killed_during_create_leaves_nothing(world: World, step: str) -> None:
     crash(world, step, "container", "create", "--name", "c", "busybox", "sleep", "60")
     assert "c" not in ls(world)  # the next engine finished the unfinished create by undoing it
