@@ -1,7 +1,8 @@
 """Benchmark stackd-runtime against runc and crun: `run` and create/start/wait/delete of busybox
 /bin/true, `exec` latency into a running container, and the in-process api (fork from a warm process).
 
-Usage: .venv/bin/python bench/runtime.py [-n N]. Prints medians in ms and ratios to runc/crun.
+Usage: .venv/bin/python bench/runtime.py [-n N]. Prints medians in ms (the runtimes take turns in
+every round, so background load falls on all alike) and the ratios to runc and crun.
 """
 
 from __future__ import annotations
@@ -53,22 +54,39 @@ def timed(argv: list[str], **kw: object) -> float:
     return (time.perf_counter() - t) * 1000
 
 
-def bench_runtime(name: str, base: list[str], bundle: str, n: int) -> dict[str, float]:
-    root = tempfile.mkdtemp(prefix=f"bench-{name}-")
-    rt = [*base, "--root", root]
-    out: dict[str, float] = {}
+def lifecycle(rt: list[str], bundle: str, cid: str) -> float:
+    """create, start, poll state until stopped, delete (what a shim does), in ms."""
+    t = time.perf_counter()
+    subprocess.run([*rt, "create", "--bundle", bundle, cid], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([*rt, "start", cid], check=True)
+    while json.loads(subprocess.run([*rt, "state", cid], capture_output=True, check=True).stdout)["status"] != "stopped":
+        pass
+    subprocess.run([*rt, "delete", cid], check=True)
+    return (time.perf_counter() - t) * 1000
+
+
+def bench_runtimes(runtimes: dict[str, list[str]], bundle: str, n: int) -> dict[str, dict[str, float]]:
+    """Medians of run, lifecycle and exec per runtime; the runtimes take turns in every round, so
+    load from other processes on the machine falls on all of them alike."""
+    roots = {name: tempfile.mkdtemp(prefix="bench-rt-") for name in runtimes}
+    rts = {name: [*base, "--root", roots[name]] for name, base in runtimes.items()}
+    samples: dict[str, dict[str, list[float]]] = {name: {"run": [], "lifecycle": [], "exec": []} for name in runtimes}
+    failed: set[str] = set()
+
+    def each(metric: str, fn: object) -> None:
+        for i in range(n):
+            for name, rt in rts.items():
+                if name in failed:
+                    continue
+                try:
+                    samples[name][metric].append(fn(rt, i))  # type: ignore[operator]
+                except subprocess.CalledProcessError as e:
+                    print(f"{name}: {metric} failed: {e}")
+                    failed.add(name)
+
     try:
-        runs, cycles, execs = [], [], []
-        for i in range(n):
-            runs.append(timed([*rt, "run", "--bundle", bundle, f"r{i}"]))
-        for i in range(n):
-            t = time.perf_counter()
-            subprocess.run([*rt, "create", "--bundle", bundle, f"c{i}"], check=True, stdout=subprocess.DEVNULL)
-            subprocess.run([*rt, "start", f"c{i}"], check=True)
-            while json.loads(subprocess.run([*rt, "state", f"c{i}"], capture_output=True, check=True).stdout)["status"] != "stopped":
-                pass
-            subprocess.run([*rt, "delete", f"c{i}"], check=True)
-            cycles.append((time.perf_counter() - t) * 1000)
+        each("run", lambda rt, i: timed([*rt, "run", "--bundle", bundle, f"r{i}"]))
+        each("lifecycle", lambda rt, i: lifecycle(rt, bundle, f"c{i}"))
         cfg_path = os.path.join(bundle, "config.json")
         with open(cfg_path) as f:
             orig = f.read()
@@ -76,19 +94,22 @@ def bench_runtime(name: str, base: list[str], bundle: str, n: int) -> dict[str, 
         cfg["process"]["args"] = ["sleep", "1000"]
         with open(cfg_path, "w") as f:
             f.write(json.dumps(cfg))
+        ex = {name: f"ex{k}" for k, name in enumerate(rts)}  # runc and crun share cgroup paths by id
         try:
-            subprocess.run([*rt, "run", "-d", "--bundle", bundle, "ex"], check=True, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
+            for name, rt in rts.items():
+                subprocess.run([*rt, "run", "-d", "--bundle", bundle, ex[name]], check=False,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         finally:
             with open(cfg_path, "w") as f:
                 f.write(orig)
-        for _ in range(n):
-            execs.append(timed([*rt, "exec", "ex", "/bin/true"]))
-        subprocess.run([*rt, "delete", "-f", "ex"], check=False)
-        out = {"run": statistics.median(runs), "lifecycle": statistics.median(cycles), "exec": statistics.median(execs)}
+        each("exec", lambda rt, i: timed([*rt, "exec", ex[next(k for k, v in rts.items() if v is rt)], "/bin/true"]))
+        for name, rt in rts.items():
+            subprocess.run([*rt, "delete", "-f", ex[name]], check=False)
     finally:
-        shutil.rmtree(root, ignore_errors=True)
-    return out
+        for root in roots.values():
+            shutil.rmtree(root, ignore_errors=True)
+    return {name: {m: statistics.median(v) if v else float("nan") for m, v in d.items()}
+            for name, d in samples.items() if name not in failed}
 
 
 def bench_api(bundle: str, n: int) -> float:
@@ -115,38 +136,40 @@ def bench_api(bundle: str, n: int) -> float:
 
 def main() -> None:
     n = int(sys.argv[sys.argv.index("-n") + 1]) if "-n" in sys.argv else 15
-    subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(REPO, "stackd")], check=True)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(REPO, "stackd")], check=True,
+                   stdout=subprocess.DEVNULL)
     d = tempfile.mkdtemp(prefix="bench-bundle-")
     try:
         bundle = make_bundle(os.path.join(d, "bundle"))
-        results = {
-            "stackd-runtime (console script)": bench_runtime("stackd", [os.path.join(os.path.dirname(sys.executable), "stackd-runtime")], bundle, n),
-            "stackd-runtime (-SE launcher)": bench_runtime("fast", launcher(d), bundle, n),
+        runtimes = {
+            "stackd-runtime (console script)": [os.path.join(os.path.dirname(sys.executable), "stackd-runtime")],
+            "stackd-runtime (-SE launcher)": launcher(d),
         }
         if shutil.which("runc"):
-            results["runc"] = bench_runtime("runc", ["runc"], bundle, n)
+            runtimes["runc"] = ["runc"]
         if shutil.which("crun"):  # crun refuses this hybrid host unless the cgroup2 mount is hidden
             wrapper = os.path.join(d, "crun-wrapper")
             with open(wrapper, "w") as f:
                 f.write("#!/bin/sh\nexec unshare -m sh -c 'umount /sys/fs/cgroup/unified 2>/dev/null; exec crun \"$@\"' crun \"$@\"\n")
             os.chmod(wrapper, 0o755)
-            try:
-                results["crun"] = bench_runtime("crun", [wrapper], bundle, n)
-            except subprocess.CalledProcessError as e:
-                print(f"crun failed on this host: {e}")
+            runtimes["crun"] = [wrapper]
+        results = bench_runtimes(runtimes, bundle, n)
         api_ms = bench_api(bundle, n)
     finally:
         shutil.rmtree(d, ignore_errors=True)
-    print(f"{'runtime':34} {'run':>8} {'lifecycle':>10} {'exec':>8}   (median ms, n={n})")
+    print(f"{'runtime':34} {'run':>8} {'lifecycle':>10} {'exec':>8}   (median ms of {n}, runtimes interleaved)")
     for name, r in results.items():
         print(f"{name:34} {r['run']:8.1f} {r['lifecycle']:10.1f} {r['exec']:8.1f}")
-    print(f"{'stackd api in-process (fork)':34} {api_ms:8.1f}")
-    ours = results["stackd-runtime (-SE launcher)"]
-    for peer in ("runc", "crun"):
-        if peer in results:
-            r = results[peer]
-            print(f"ratio vs {peer}: run {ours['run'] / r['run']:.2f}x, lifecycle {ours['lifecycle'] / r['lifecycle']:.2f}x, "
-                  f"exec {ours['exec'] / r['exec']:.2f}x, api {api_ms / r['run']:.2f}x of {peer} run")
+    print(f"{'stackd api in-process (fork)':34} {api_ms:8.1f}   (create+start+wait+delete)")
+    print()
+    print(f"{'ratio (stackd / peer; < 1 is faster)':44} {'run':>6} {'lifecycle':>10} {'exec':>6} {'api/run':>8}")
+    for ours in ("stackd-runtime (-SE launcher)", "stackd-runtime (console script)"):
+        for peer in ("runc", "crun"):
+            if ours in results and peer in results:
+                o, r = results[ours], results[peer]
+                label = f"{ours.removeprefix('stackd-runtime ')} vs {peer}"
+                print(f"{label:44} {o['run'] / r['run']:5.2f}x {o['lifecycle'] / r['lifecycle']:9.2f}x "
+                      f"{o['exec'] / r['exec']:5.2f}x {api_ms / r['run']:7.2f}x")
 
 
 if __name__ == "__main__":

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import os
 
-from stackd.engine.runtime import config, container, namespaces, process
+from stackd.engine.runtime import config, container
 from stackd.engine.runtime.container import Container, require
 from stackd.engine.runtime.state import StateDir, StateError, list_ids, proc_start_time
-from stackd.engine.runtime.syscalls import NAMESPACES
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -20,6 +19,7 @@ if TYPE_CHECKING:
     from stackd.engine.runtime.syscalls import Syscalls
 
 FORWARDED = (1, 2, 3, 10, 12, 15, 28)  # HUP INT QUIT USR1 USR2 TERM WINCH
+SECCOMP_CACHE = "@seccomp-cache"  # under --root; "@" is not allowed in container ids
 
 
 def stderr_warn(msg: str) -> None:
@@ -36,11 +36,12 @@ def _sys(sys: Syscalls | None) -> Syscalls:
 
 def translate(cid: str, verb: str, e: BaseException) -> BaseException:
     """Turn an internal failure into the RuntimeSpecError the user sees."""
+    from stackd.engine.runtime.namespaces import ChildError
     from stackd.errors import RuntimeSpecError, StackdError
 
     if isinstance(e, StackdError):
         return e
-    if isinstance(e, namespaces.ChildError):
+    if isinstance(e, ChildError):
         msg = f"container {cid}: {verb}: {e.step}: {e.message}" + (f" (errno {e.errno})" if e.errno else "")
     elif isinstance(e, OSError):
         what = f"{e.strerror or e}" + (f": {e.filename}" if e.filename and str(e.filename) not in str(e.strerror) else "")
@@ -52,14 +53,13 @@ def translate(cid: str, verb: str, e: BaseException) -> BaseException:
     return err
 
 
-# Devices every container may use, as runc allows them (besides linux.devices).
-DEFAULT_ALLOW = [("c", None, None, "m"), ("b", None, None, "m"), ("c", 1, 3, "rwm"), ("c", 1, 5, "rwm"),
-                 ("c", 1, 7, "rwm"), ("c", 1, 8, "rwm"), ("c", 1, 9, "rwm"), ("c", 5, 0, "rwm"),
-                 ("c", 5, 1, "rwm"), ("c", 5, 2, "rwm"), ("c", 136, None, "rwm"), ("c", 10, 200, "rwm")]
+# Devices every container may use besides the defaults `cgroups_v1.write_devices` appends itself
+# (null, zero, full, random, urandom, tty, console, ptmx, pts, mknod of any): /dev/net/tun, as runc.
+DEFAULT_ALLOW = [("c", 10, 200, "rwm")]
 
 
 def with_default_devices(resources: dict[str, object], devices: list[dict[str, object]] | None) -> dict[str, object]:
-    """linux.resources with the default and configured devices allowed after the config's rules."""
+    """linux.resources with /dev/net/tun and the configured devices allowed after the config's rules."""
     rules = list(resources.get("devices") or [])  # type: ignore[call-overload]
     if not rules:
         return resources
@@ -93,17 +93,38 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None, con
            no_pivot: bool = False, preserve_fds: int = 0, stdio: tuple[int, int, int] | None = None,
            warn: Callable[[str], None] | None = None, sys: Syscalls | None = None) -> int:
     """Create the container: everything set up, its process blocked before exec. Returns its pid."""
-    warn = warn or stderr_warn
+    made = _create(root, cid, bundle, pid_file=pid_file, console_socket=console_socket, no_pivot=no_pivot,
+                   preserve_fds=preserve_fds, stdio=stdio, warn=warn or stderr_warn, sys=sys)
+    made.sd.unlock()
+    return made.pid
+
+
+class _Created:
+    """What `_create` leaves for `run`: the locked state directory, its data and the cgroup."""
+
+    def __init__(self, pid: int, sd: StateDir, data: dict[str, object], cg: object | None) -> None:
+        self.pid, self.sd, self.data, self.cg = pid, sd, data, cg
+
+
+def _create(root: str, cid: str, bundle: str, *, pid_file: str | None = None, console_socket: str | None = None,
+            no_pivot: bool = False, preserve_fds: int = 0, stdio: tuple[int, int, int] | None = None,
+            warn: Callable[[str], None] = stderr_warn, sys: Syscalls | None = None,
+            subreaper_first: bool = False) -> _Created:
+    """`create`, returning with the state directory still locked (the caller unlocks it)."""
+    from stackd.engine.runtime import cgroups_warm
+
+    cgroups_warm.start()
     bundle = os.path.abspath(bundle)
     cfg = config.load(bundle, warn)
     proc: dict[str, object] = cfg.get("process")  # type: ignore[assignment]
     if not proc:
         raise config.ConfigError(f"{bundle}/config.json: process is required to create a container")
     linux: dict[str, object] = cfg.get("linux") or {}  # type: ignore[assignment]
-    new, join = namespaces.plan(linux.get("namespaces") or [])  # type: ignore[arg-type]
+    nss: list[dict[str, str]] = linux.get("namespaces") or []  # type: ignore[assignment]
+    new = {ns["type"] for ns in nss if not ns.get("path")}  # namespaces.plan, without importing it yet
+    join = {ns["type"]: ns["path"] for ns in nss if ns.get("path")}
     if "mount" not in new:
         raise config.ConfigError(f"{bundle}/config.json: linux.namespaces: a new mount namespace is required")
-    sysc = _sys(sys)
     sd = StateDir(root, cid)
     sd.create()
     sd.lock()
@@ -115,11 +136,16 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None, con
         if "user" in new:  # the container's root opens it (runc chowns it the same way)
             os.chown(sd.fifo, _host_id(linux.get("uidMappings"), 0), _host_id(linux.get("gidMappings"), 0))
         mod = container.cgroups_module()
-        if mod is not None:
+        if mod is not None:  # created once the process exists (`drive`): mkdir waits behind the warm-up
             cg = mod.open_cgroup(linux.get("cgroupsPath"), cid)  # type: ignore[attr-defined]
-            cg.create()
+        from stackd.engine.runtime import namespaces, process
+
+        sysc = _sys(sys)
+        if subreaper_first:
+            subreaper(sysc)
         smod = container.seccomp_module() if linux.get("seccomp") else None
-        prepared = smod.prepare(linux.get("seccomp")) if smod is not None else None  # type: ignore[attr-defined]
+        prepared = smod.prepare(linux.get("seccomp"), warn=warn,  # type: ignore[attr-defined]
+                                cache_dir=os.path.join(root, SECCOMP_CACHE)) if smod is not None else None
         if proc.get("terminal"):
             if not console_socket:
                 raise config.ConfigError("process.terminal is true: --console-socket is required")
@@ -140,26 +166,34 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None, con
             "annotations": cfg.get("annotations") or {}, "hooks": cfg.get("hooks") or {},
             "cgroup_paths": cg.paths() if cg is not None else None,
         }
-        sd.save(data)
         launch = process.Launch(sysc, cfg, proc, bundle=bundle, rootfs=str(data["rootfs"]), new=new,
                                 fifo_fd=fifo_fd, helper_fd=helper, seccomp=prepared, console=sock,
                                 keep_fds=preserve_fds + listen, no_pivot=no_pivot,
                                 cgroup_paths=data["cgroup_paths"], stdio=stdio)  # type: ignore[arg-type]
         launch.close_in_child.append(sd.lock_fd)
-        process.preimport(proc, cfg)
+        if "user" in new:  # in its user namespace the process may not read the host's stdlib: import now
+            process.preimport(proc, cfg)
         chan = namespaces.Channel()
+
+        def while_waiting() -> None:
+            """What can wait until the process runs (it sets up its mounts meanwhile)."""
+            sd.save(data)
+            if cg is not None:
+                cg.preload()
+            import select  # noqa: F401  (start)
 
         def on_hooks(pid: int) -> str:
             from stackd.engine.runtime import hooks
 
             state = config.dumps({"ociVersion": cfg["ociVersion"], "id": cid, "status": "creating",
-                                            "pid": pid, "bundle": bundle, "annotations": data["annotations"]})
+                                  "pid": pid, "bundle": bundle, "annotations": data["annotations"]})
             hooks.run_hooks(cfg, "prestart", state)
             hooks.run_hooks(cfg, "createRuntime", state)
             return state
 
-        pid1 = container.spawn(sysc, chan, launch, join, linux.get("timeOffsets"))  # type: ignore[arg-type]
-        pid = container.drive(chan, pid1, linux, cg, warn, on_hooks)
+        pid1, pid = container.spawn(sysc, chan, launch, join, linux.get("timeOffsets"))  # type: ignore[arg-type]
+        pid = container.drive(chan, pid1, linux, cg, warn, on_hooks, create_cgroup=True, pid=pid,
+                              while_waiting=while_waiting)
         if cg is not None and linux.get("resources"):  # after the devices exist, before exec (as runc)
             cg.apply(with_default_devices(linux["resources"], linux.get("devices")))  # type: ignore[arg-type]
         st = proc_start_time(pid)
@@ -168,7 +202,7 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None, con
         if pid_file:
             container._write_pid_file(pid_file, pid)
         ok = True
-        return pid
+        return _Created(pid, sd, data, cg)
     finally:
         for fd in fds:
             os.close(fd)
@@ -176,6 +210,7 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None, con
             sock.close()  # type: ignore[attr-defined]
         if chan is not None:
             chan.close()
+        cgroups_warm.reap(block=False)
         if not ok:
             if cg is not None:
                 try:
@@ -183,41 +218,56 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None, con
                 except Exception as e:
                     warn(f"removing cgroup: {e}")
             sd.remove()
-        sd.unlock()
+            sd.unlock()
 
 
 def start(root: str, cid: str, warn: Callable[[str], None] | None = None) -> None:
     """Release the created container's process to exec the user program."""
-    import select
-
-    warn = warn or stderr_warn
     c = Container(root, cid)
     with c.sd:
         require(c.status(), "start", cid)
-        fd = os.open(c.sd.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        pidfd = os.pidfd_open(c.pid)
-        try:
-            p = select.poll()
-            p.register(fd, select.POLLIN)
-            p.register(pidfd, select.POLLIN)
-            while True:
-                ready = dict(p.poll(10000))
-                if fd in ready and os.read(fd, 1):
-                    break
-                if pidfd in ready or not ready:
-                    raise namespaces.ChildError("start", "the container process exited before it was started")
-        finally:
-            os.close(fd)
-            os.close(pidfd)
-        os.unlink(c.sd.fifo)
-        c.data["started"] = container._now()
-        c.save()
+        _release(c.sd, c.data, warn or stderr_warn)
+
+
+def _release(sd: StateDir, data: dict[str, object], warn: Callable[[str], None]) -> None:
+    """Open the exec fifo (the process waits on it), record the start, run poststart hooks."""
+    import select
+
+    pid = int(data["pid"])  # type: ignore[call-overload]
+    fd = os.open(sd.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    pidfd = os.pidfd_open(pid)
+    try:
+        p = select.poll()
+        p.register(fd, select.POLLIN)
+        p.register(pidfd, select.POLLIN)
+        while True:
+            ready = dict(p.poll(10000))
+            if fd in ready and os.read(fd, 1):
+                break
+            if pidfd in ready or not ready:
+                from stackd.engine.runtime.namespaces import ChildError
+
+                raise ChildError("start", "the container process exited before it was started")
+    finally:
+        os.close(fd)
+        os.close(pidfd)
+    os.unlink(sd.fifo)
+    data["started"] = container._now()
+    sd.save(data)
+    if data.get("hooks"):
         from stackd.engine.runtime import hooks
 
-        try:
-            hooks.run_hooks(c.data, "poststart", config.dumps(c.oci_state("running")))
-        except hooks.HookError as e:
-            warn(str(e))
+        if hooks.has_hooks(data, "poststart"):
+            try:
+                hooks.run_hooks(data, "poststart", config.dumps(_oci_state(sd, data, "running")))
+            except hooks.HookError as e:
+                warn(str(e))
+
+
+def _oci_state(sd: StateDir, data: dict[str, object], status: str) -> dict[str, object]:
+    c = Container.__new__(Container)
+    c.sd, c.id, c.data = sd, sd.id, data
+    return c.oci_state(status)
 
 
 def state(root: str, cid: str) -> dict[str, object]:
@@ -252,7 +302,9 @@ def delete(root: str, cid: str, force: bool = False, warn: Callable[[str], None]
         if status != "stopped":
             c.signal(9, all_processes=True)
             if not container.wait_gone(c.pid, int(c.data.get("start_time") or 0), 10.0):  # type: ignore[call-overload]
-                raise namespaces.ChildError("delete", f"process {c.pid} did not exit after SIGKILL")
+                from stackd.engine.runtime.namespaces import ChildError
+
+                raise ChildError("delete", f"process {c.pid} did not exit after SIGKILL")
             try:
                 os.waitpid(c.pid, os.WNOHANG)
             except ChildProcessError:
@@ -266,7 +318,9 @@ def pause(root: str, cid: str) -> None:
         require(c.status(), "pause", cid)
         cg = c.cgroup()
         if cg is None:
-            raise namespaces.ChildError("pause", "no cgroup freezer for this container")
+            from stackd.engine.runtime.namespaces import ChildError
+
+            raise ChildError("pause", "no cgroup freezer for this container")
         cg.freeze()  # type: ignore[attr-defined]
         c.data["paused"] = True
         c.save()
@@ -322,91 +376,25 @@ def subreaper(sys: Syscalls | None = None) -> None:
 def run(root: str, cid: str, bundle: str, *, detach: bool = False, keep: bool = False,
         warn: Callable[[str], None] | None = None, sys: Syscalls | None = None, **create_opts: object) -> int:
     """create + start; in the foreground wait and return the exit status (then delete unless keep)."""
-    if not detach:
-        subreaper(sys)
-    pid = create(root, cid, bundle, warn=warn, sys=sys, **create_opts)  # type: ignore[arg-type]
+    warn = warn or stderr_warn
+    made = _create(root, cid, bundle, warn=warn, sys=sys, subreaper_first=not detach, **create_opts)  # type: ignore[arg-type]
     try:
-        start(root, cid, warn)
+        _release(made.sd, made.data, warn)
     except BaseException:
+        made.sd.unlock()
         delete(root, cid, force=True, warn=warn)
         raise
+    made.sd.unlock()
     if detach:
         return 0
-    c = Container(root, cid)
-    code, oom = wait_child(pid, c.cgroup())
+    code, oom = wait_child(made.pid, made.cg)
+    c = Container.__new__(Container)
+    c.sd, c.id, c.data = made.sd, cid, made.data
     c.data.update(exitStatus=code, oomKilled=oom)
     if keep:
-        c.save()
+        with c.sd:
+            c.save()
     else:
-        delete(root, cid, force=True, warn=warn)
+        with c.sd:
+            c.destroy(warn, made.cg)
     return code
-
-
-def exec_process(root: str, cid: str, proc: dict[str, object], *, detach: bool = False,
-                 pid_file: str | None = None, console_socket: str | None = None, preserve_fds: int = 0,
-                 warn: Callable[[str], None] | None = None, sys: Syscalls | None = None) -> int:
-    """Run `proc` (an OCI process object) inside the running container; exit status or 0 if detached."""
-    warn = warn or stderr_warn
-    c = Container(root, cid)
-    require(c.status(), "exec", cid)
-    cfg = config.load(str(c.data["bundle"]), lambda m: None)
-    linux: dict[str, object] = cfg.get("linux") or {}  # type: ignore[assignment]
-    join = {}
-    for ns in linux.get("namespaces") or []:  # type: ignore[attr-defined]
-        name = NAMESPACES[ns["type"]][1]
-        path = f"/proc/{c.pid}/ns/{name}"
-        try:
-            if os.stat(path).st_ino != os.stat(f"/proc/self/ns/{name}").st_ino:
-                join[ns["type"]] = path
-        except FileNotFoundError:
-            continue
-    sysc = _sys(sys)
-    smod = container.seccomp_module() if linux.get("seccomp") else None
-    prepared = smod.prepare(linux.get("seccomp")) if smod is not None else None  # type: ignore[attr-defined]
-    sock = None
-    if proc.get("terminal"):
-        if not console_socket:
-            raise config.ConfigError("exec --tty needs --console-socket")
-        from stackd.engine.runtime import console
-
-        sock = console.connect(console_socket)
-    helper = process.sealed_helper()
-    chan = namespaces.Channel()
-    if not detach:
-        subreaper(sysc)
-    try:
-        process.preimport(proc, cfg)
-        launch = process.Launch(sysc, cfg, proc, is_exec=True, helper_fd=helper, seccomp=prepared, console=sock,
-                                keep_fds=preserve_fds)
-        pid1 = container.spawn(sysc, chan, launch, join, None)
-        cg = c.cgroup()
-        pid = container.drive(chan, pid1, linux, cg, warn)
-    finally:
-        os.close(helper)
-        chan.close()
-        if sock is not None:
-            sock.close()  # type: ignore[attr-defined]
-    if pid_file:
-        container._write_pid_file(pid_file, pid)
-    if detach:
-        return 0
-    return wait_child(pid)[0]
-
-
-def exec_spec(base: dict[str, object], args: list[str], *, env: list[str] = (), cwd: str | None = None,  # type: ignore[assignment]
-              user: str | None = None, tty: bool = False, no_new_privs: bool | None = None) -> dict[str, object]:
-    """An exec process object from the container's process and runc-style overrides."""
-    proc = dict(base)
-    proc.pop("rlimits", None)
-    proc.pop("oomScoreAdj", None)
-    proc["args"] = list(args)
-    proc["env"] = [*(base.get("env") or []), *env]  # type: ignore[misc]
-    proc["terminal"] = tty
-    if cwd:
-        proc["cwd"] = cwd
-    if user:
-        uid, _, gid = user.partition(":")
-        proc["user"] = {"uid": int(uid), "gid": int(gid or 0)}
-    if no_new_privs is not None:
-        proc["noNewPrivileges"] = no_new_privs
-    return proc

@@ -60,12 +60,9 @@ def open_cgroup_from_paths(
     paths: dict[str, str], *, root: str = ROOT, fs: CgroupFS | None = None, warn: Warn | None = None
 ) -> Cgroup:
     """Reopen a cgroup recorded with `Cgroup.paths()` (e.g. from state.json)."""
-    fs = fs or RealFS()
-    try:
-        layout: Layout | None = detect(fs, root)
-    except RuntimeSpecError:
-        layout = None
-    return Cgroup(dict(paths), fs=fs, root=root, warn=warn, layout=layout)
+    cg = Cgroup(dict(paths), fs=fs or RealFS(), root=root, warn=warn)
+    cg._detect = True  # the layout is read only if an operation needs it (most need only the paths)
+    return cg
 
 
 class Cgroup:
@@ -87,12 +84,23 @@ class Cgroup:
         self._warn_sink = warn or stderr_warn
         self._created: list[str] = []
         self._layout = layout
+        self._detect = False
         v1 = {k: v for k, v in paths.items() if k != UNIFIED}
         self.unified = paths.get(UNIFIED)
         self.v1 = v1
         self.mode = ("hybrid" if self.unified else "v1") if v1 else "v2"
 
     # -- small helpers -------------------------------------------------------------------------
+    def layout(self) -> Layout | None:
+        """The hierarchies' mounts (read from mountinfo on first use for a reopened cgroup)."""
+        if self._detect:
+            self._detect = False
+            try:
+                self._layout = detect(self.fs, self.root)
+            except RuntimeSpecError:
+                self._layout = None
+        return self._layout
+
     def warn(self, message: str) -> None:
         self.warnings.append(message)
         self._warn_sink(message)
@@ -120,8 +128,9 @@ class Cgroup:
         return dict(self._paths)
 
     def v2_controllers(self) -> set[str]:
-        if self._layout is not None:
-            return self._layout.v2_controllers
+        layout = self.layout()
+        if layout is not None:
+            return layout.v2_controllers
         if not self.unified:
             return set()
         mount = self._mount_of(self.unified)
@@ -131,8 +140,9 @@ class Cgroup:
             return set()
 
     def _mount_of(self, path: str) -> str:
-        if self._layout is not None and self._layout.unified and path.startswith(self._layout.unified):
-            return self._layout.unified
+        layout = self.layout()
+        if layout is not None and layout.unified and path.startswith(layout.unified):
+            return layout.unified
         if self.mode == "v2":
             return self.root
         return self.root + "/unified" if path.startswith(self.root + "/unified") else self.root
@@ -164,8 +174,9 @@ class Cgroup:
                     self._seed_cpuset(d)
 
     def _mount_for(self, ctrl: str, path: str) -> str:
-        if self._layout is not None:
-            m = self._layout.unified if ctrl == UNIFIED else self._layout.v1.get(ctrl)
+        layout = self.layout()
+        if layout is not None:
+            m = layout.unified if ctrl == UNIFIED else layout.v1.get(ctrl)
             if m:
                 return m
         return self._mount_of(path) if ctrl == UNIFIED else f"{self.root}/{ctrl}"
@@ -229,6 +240,13 @@ class Cgroup:
         self._created.clear()
 
     def _rmtree(self, d: str) -> None:
+        try:  # the common case first: an empty leaf
+            self.fs.rmdir(d)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            pass
         try:
             children = self.fs.subdirs(d)
         except FileNotFoundError:
@@ -258,12 +276,21 @@ class Cgroup:
         Device rules start from deny-all and end with the OCI default devices allowed (as runc);
         the runtime adds `cgroups_v1.allow_rules(linux.devices)` to `devices` for extra nodes.
         """
-        from stackd.engine.runtime import cgroups_v1, cgroups_v2
-
         if self.mode == "v2":
+            from stackd.engine.runtime import cgroups_v2
+
             cgroups_v2.apply(self, self.unified or "", resources or {})
         else:
+            from stackd.engine.runtime import cgroups_v1
+
             cgroups_v1.apply(self, resources or {})
+
+    def preload(self) -> None:
+        """Import the module `apply` will use (the runtime does it while it waits anyway)."""
+        if self.mode == "v2":
+            from stackd.engine.runtime import cgroups_v2  # noqa: F401
+        else:
+            from stackd.engine.runtime import cgroups_v1  # noqa: F401
 
     def _freezer(self) -> tuple[str, str, str, str]:
         """(state file, freeze value, thaw value, kind) for whichever freezer exists."""

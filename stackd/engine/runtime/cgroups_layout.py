@@ -42,8 +42,8 @@ class RealFS:
     """The kernel's cgroup filesystems."""
 
     def read(self, path: str) -> str:
-        with open(path, encoding="ascii", errors="replace") as f:
-            return f.read()
+        with open(path, "rb") as f:  # binary: a text-mode open would import the ascii codec
+            return f.read().decode("ascii", "replace")
 
     def write(self, path: str, data: str) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)

@@ -105,9 +105,9 @@ def signal_number(text: str) -> int:
 
 
 def _print_json(obj: object, indent: bool = True) -> None:
-    import json
+    from stackd.engine.runtime.config import dumps, dumps_indent
 
-    sys.stdout.write(json.dumps(obj, indent=2 if indent else None) + "\n")
+    sys.stdout.write((dumps_indent(obj) if indent else dumps(obj)) + "\n")
 
 
 def dispatch(command: str, opts: dict[str, object], pos: list[str], root: str,
@@ -180,7 +180,7 @@ def dispatch(command: str, opts: dict[str, object], pos: list[str], root: str,
         col = lines[0].split().index("PID")
         sys.stdout.write("\n".join([lines[0]] + [ln for ln in lines[1:] if int(ln.split()[col]) in pids]) + "\n")
     elif command == "exec":
-        from stackd.engine.runtime import config
+        from stackd.engine.runtime import api_exec, config
 
         if opts.get("process"):
             with open(str(_one(opts, "process"))) as f:
@@ -193,10 +193,10 @@ def dispatch(command: str, opts: dict[str, object], pos: list[str], root: str,
 
             c = Container(root, cid)
             base = config.load(str(c.data["bundle"]), lambda m: None).get("process") or {}
-            proc = api.exec_spec(base, rest, env=_all(opts, "env"), cwd=_one(opts, "cwd"),  # type: ignore[arg-type]
+            proc = api_exec.exec_spec(base, rest, env=_all(opts, "env"), cwd=_one(opts, "cwd"),  # type: ignore[arg-type]
                                  user=_one(opts, "user"), tty=bool(opts.get("tty")),
                                  no_new_privs=True if opts.get("no-new-privs") else None)
-        return api.exec_process(root, cid, proc, detach=bool(opts.get("detach")), pid_file=_one(opts, "pid-file"),
+        return api_exec.exec_process(root, cid, proc, detach=bool(opts.get("detach")), pid_file=_one(opts, "pid-file"),
                                 console_socket=_one(opts, "console-socket"),
                                 preserve_fds=int(_one(opts, "preserve-fds") or 0), warn=warn)
     return 0
@@ -227,8 +227,26 @@ class Log:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status (a foreground run/exec returns the container's)."""
-    argv = sys.argv[1:] if argv is None else argv
+    """Entry point; returns the exit status (a foreground run/exec returns the container's).
+
+    As the process's entry (no `argv`) it never returns: with the garbage collector off (short
+    process; and no collections dirtying copy-on-write pages in the forked children) it exits
+    through os._exit after flushing, skipping the interpreter's teardown.
+    """
+    if argv is not None:
+        return _main(argv)
+    import gc
+
+    gc.disable()
+    code = _main(sys.argv[1:])
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
+
+
+def _main(argv: list[str]) -> int:
     log = Log(None, "text", False)
     command, cid = "", ""
     try:
@@ -243,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:
         command = rest[0]
         if command not in FLAGS:
             raise Usage(f"unknown command {command!r}")
+        if command in ("create", "run", "exec"):  # first: overlap the cgroup grace period with the rest (cgroups_warm)
+            from stackd.engine.runtime import cgroups_warm
+
+            cgroups_warm.start()
         opts, pos = parse(rest[1:], FLAGS[command])
         cid = pos[0] if pos and command not in ("list", "spec", "features") else ""
         root = _one(gopts, "root") or "/run/stackd-runtime"

@@ -56,6 +56,17 @@ def dumps(obj: object) -> str:
     return "".join(_encode(obj, 0))
 
 
+def dumps_indent(obj: object, indent: int = 2, _level: int = 1) -> str:
+    """JSON indented like json.dumps(obj, indent=2) (the C encoder only writes compact JSON)."""
+    pad, end = "\n" + " " * (indent * _level), "\n" + " " * (indent * (_level - 1))
+    if isinstance(obj, dict) and obj:
+        items = (f"{dumps(str(k))}: {dumps_indent(v, indent, _level + 1)}" for k, v in obj.items())
+        return "{" + pad + ("," + pad).join(items) + end + "}"
+    if isinstance(obj, (list, tuple)) and obj:
+        return "[" + pad + ("," + pad).join(dumps_indent(v, indent, _level + 1) for v in obj) + end + "]"
+    return dumps(obj)
+
+
 _TOP = {"ociVersion", "process", "root", "hostname", "domainname", "mounts", "hooks", "annotations",
         "linux", "solaris", "windows", "vm", "zos"}
 _PROCESS = {"terminal", "consoleSize", "cwd", "env", "args", "commandLine", "rlimits", "apparmorProfile",

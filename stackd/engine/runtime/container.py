@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 import time
 
-from stackd.engine.runtime import hooks, namespaces, process
 from stackd.engine.runtime.state import StateDir, proc_start_time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from stackd.engine.runtime import namespaces, process
     from stackd.engine.runtime.syscalls import Syscalls
 
 OCI_VERSION = "1.2.0"
@@ -138,20 +138,24 @@ class Container:
         if sig == 9 and self.data.get("paused") and cg is not None:
             cg.thaw()  # type: ignore[attr-defined]
 
-    def destroy(self, warn: Callable[[str], None]) -> None:
-        """Run poststop hooks, remove the cgroup and the state directory."""
-        try:
-            hooks.run_hooks(self.data, "poststop", _dumps(self.oci_state("stopped")))
-        except hooks.HookError as e:
-            warn(str(e))
-        cg = self.cgroup()
+    def destroy(self, warn: Callable[[str], None], cg: object | None = None) -> None:
+        """Run poststop hooks, kill what is left in the cgroup, remove it and the state directory."""
+        if (self.data.get("hooks") or {}).get("poststop"):  # type: ignore[attr-defined]
+            from stackd.engine.runtime import hooks
+
+            try:
+                hooks.run_hooks(self.data, "poststop", _dumps(self.oci_state("stopped")))
+            except hooks.HookError as e:
+                warn(str(e))
+        cg = cg if cg is not None else self.cgroup()
         if cg is not None:
             for p in cg.pids():  # type: ignore[attr-defined]
                 try:
                     os.kill(p, 9)
                 except ProcessLookupError:
                     pass
-            cg.thaw()  # type: ignore[attr-defined]
+            if self.data.get("paused") or cg.frozen():  # type: ignore[attr-defined]
+                cg.thaw()  # type: ignore[attr-defined]
             cg.destroy()  # type: ignore[attr-defined]
         self.sd.remove()
 
@@ -170,12 +174,26 @@ def _write_pid_file(path: str, pid: int) -> None:
 
 
 def spawn(sys: Syscalls, chan: namespaces.Channel, launch: process.Launch,
-          join: dict[str, str], time_offsets: dict[str, dict[str, int]] | None) -> int:
-    """Fork stage 1 (namespaces) which forks the container process; return stage 1's pid."""
+          join: dict[str, str], time_offsets: dict[str, dict[str, int]] | None) -> tuple[int, int]:
+    """Start the container process; return (stage 1's pid or 0, the container process's pid or 0).
+
+    With nothing to join and no user or time namespace, the runtime forks the container process
+    itself (after unsharing the pid namespace for its children, undone right after the fork),
+    and the process unshares the other namespaces. Otherwise a stage-1 child enters or creates the
+    namespaces in order (user first) and forks the container process, reporting its pid."""
+    from stackd.engine.runtime import namespaces, process
+
+    if not join and not launch.new & {"user", "time"}:
+        pid = _fork_direct(sys, chan, launch)
+        chan.parent_side()
+        return 0, pid
     join_fds = namespaces.open_joins(join)
     try:
         pid1 = os.fork()
         if pid1 == 0:
+            import gc
+
+            gc.disable()  # short-lived: collections would only copy-on-write the parent's pages
             try:
                 for fd in launch.close_in_child:
                     os.close(fd)
@@ -188,14 +206,68 @@ def spawn(sys: Syscalls, chan: namespaces.Channel, launch: process.Launch,
         for fd in join_fds.values():
             os.close(fd)
     chan.parent_side()
-    return pid1
+    return pid1, 0
+
+
+def _fork_direct(sys: Syscalls, chan: namespaces.Channel, launch: process.Launch) -> int:
+    from stackd.engine.runtime import namespaces, process
+    from stackd.engine.runtime import syscalls as sc
+
+    own_pidns = -1
+    if "pid" in launch.new:
+        own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            sys.unshare(sc.CLONE_NEWPID)  # only our children's pid namespace changes
+        except BaseException:
+            os.close(own_pidns)
+            raise
+    try:
+        pid = os.fork()
+        if pid == 0:
+            import gc
+
+            gc.disable()  # short-lived: collections would only copy-on-write the parent's pages
+            try:
+                os.close(own_pidns)
+                for fd in launch.close_in_child:
+                    os.close(fd)
+                chan.child_side()
+                namespaces.enter_own(sys, chan, launch.new)
+                process.container_main(launch, chan)
+            finally:
+                os._exit(1)
+    finally:
+        if own_pidns >= 0:
+            try:
+                sys.setns(own_pidns, sc.CLONE_NEWPID)  # later children (hooks, …) in our own again
+            finally:
+                os.close(own_pidns)
+    return pid
 
 
 def drive(chan: namespaces.Channel, pid1: int, linux: dict[str, object], cg: object | None,
-          warn: Callable[[str], None], on_hooks: Callable[[int], str] | None = None) -> int:
-    """The parent's half of the handshake; return the container process's pid when it is ready."""
-    pid = 0
+          warn: Callable[[str], None], on_hooks: Callable[[int], str] | None = None,
+          create_cgroup: bool = False, pid: int = 0, while_waiting: Callable[[], None] | None = None) -> int:
+    """The parent's half of the handshake; return the container process's pid when it is ready.
+
+    The container's cgroup is joined (and first made, with `create_cgroup`) when its pid arrives;
+    the process waits for "go" before it unshares its cgroup namespace or mounts cgroups, and
+    `while_waiting` runs right after that "go", while the process works."""
+    from stackd.engine.runtime import cgroups_warm, namespaces
+
+    def join(p: int) -> None:
+        if cg is not None:
+            if create_cgroup:
+                cg.create()  # type: ignore[attr-defined]
+            cg.add(p)  # type: ignore[attr-defined]
+            cgroups_warm.reap()  # it has written by now, or is about to: our write needed its grace period
+        chan.send("go")
+        if while_waiting is not None:
+            while_waiting()
+
     try:
+        if pid:  # forked by us directly: its pid is known already
+            join(pid)
         while True:
             kind, payload = chan.recv()
             if kind == "maps":
@@ -205,9 +277,7 @@ def drive(chan: namespaces.Channel, pid1: int, linux: dict[str, object], cg: obj
                 pid = int(payload)  # type: ignore[call-overload]
                 os.waitpid(pid1, 0)
                 pid1 = 0
-                if cg is not None:
-                    cg.add(pid)  # type: ignore[attr-defined]
-                chan.send("go")
+                join(pid)
             elif kind == "hooks":
                 chan.send("go", on_hooks(pid) if on_hooks else "{}")
             elif kind == "warn":

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
+
+from stackd.engine.runtime import libc as ctypes  # ctypes' names, without ctypes' import cost
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall

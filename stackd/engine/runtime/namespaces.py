@@ -172,3 +172,20 @@ def stage1(sys: Syscalls, chan: Channel, new: set[str], join_fds: dict[str, int]
         os._exit(0)
     then()
     os._exit(1)
+
+
+def enter_own(sys: Syscalls, chan: Channel, new: set[str]) -> None:
+    """In a container process the runtime forked itself (see container.spawn): become non-dumpable
+    and unshare the new namespaces but pid (the runtime's) and cgroup (after joining the cgroup)."""
+    step = "set non-dumpable"
+    try:
+        sys.prctl(sc.PR_SET_DUMPABLE, 0)
+        flags = 0
+        for t in new - {"user", "cgroup", "pid", "time"}:
+            flags |= sc.NAMESPACES[t][0]
+        if flags:
+            step = f"unshare {', '.join(sorted(new - {'user', 'cgroup', 'pid', 'time'}))} namespaces"
+            sys.unshare(flags)
+    except OSError as e:
+        chan.send("error", {"step": step, "message": e.strerror or str(e), "errno": e.errno or 0})
+        os._exit(1)

@@ -74,12 +74,18 @@ def caps_mask(names: list[str] | None, warn: Callable[[str], None]) -> int:
     return mask
 
 
+_LAST_CAP: list[int] = []
+
+
 def _last_cap() -> int:
-    try:
-        with open("/proc/sys/kernel/cap_last_cap", "rb") as f:
-            return int(f.read())
-    except OSError:
-        return len(CAPS) - 1
+    """The kernel's highest capability number (read once; `preimport` reads it before fork)."""
+    if not _LAST_CAP:
+        try:
+            with open("/proc/sys/kernel/cap_last_cap", "rb") as f:
+                _LAST_CAP.append(int(f.read()))
+        except OSError:
+            _LAST_CAP.append(len(CAPS) - 1)
+    return _LAST_CAP[0]
 
 
 def find_exe(arg0: str, env: list[str], cwd: str) -> str:
@@ -200,9 +206,12 @@ def finalize(sys: Syscalls, proc: dict[str, object], *, seccomp: object, helper_
 
 
 def preimport(proc: dict[str, object], cfg: dict[str, object]) -> None:
-    """Import now what later steps need: after pivot_root (or in a user namespace) the host's stdlib
-    is out of reach. Called in the parent before fork, and again (a no-op) in the child."""
-    from stackd.engine.runtime import hooks, rootfs  # noqa: F401
+    """Import now what later steps need: after pivot_root (or in a user namespace, or after joining a
+    mount namespace) the host's stdlib is out of reach. The container process calls it first thing;
+    the runtime calls it before fork when the process could not (user namespace, exec)."""
+    from stackd.engine.runtime import rootfs  # noqa: F401
+    if proc.get("capabilities"):
+        _last_cap()
     if proc.get("rlimits"):
         import resource  # noqa: F401
     if proc.get("terminal"):
@@ -212,6 +221,14 @@ def preimport(proc: dict[str, object], cfg: dict[str, object]) -> None:
         from stackd.engine.runtime import console  # noqa: F401
     if cfg.get("hooks"):
         import select  # noqa: F401
+
+        from stackd.engine.runtime import hooks  # noqa: F401
+
+
+def _has_hooks(cfg: dict[str, object], *kinds: str) -> bool:
+    """hooks.has_hooks, without importing the module when the config has none."""
+    found: dict[str, object] = cfg.get("hooks") or {}  # type: ignore[assignment]
+    return any(found.get(k) for k in kinds)
 
 
 class Launch:
@@ -246,19 +263,32 @@ def container_main(ctx: Launch, chan: object) -> None:
         if connected[0]:
             chan.send("warn", m)
 
+    joined = [False]
+
+    def join_cgroup() -> None:
+        """Wait until the runtime has moved us into the container's cgroup; then the cgroup namespace."""
+        if joined[0]:
+            return
+        joined[0] = True
+        step("join cgroup")
+        chan.expect("go")
+        if "cgroup" in ctx.new:
+            step("unshare cgroup namespace")
+            sys.unshare(sc.CLONE_NEWCGROUP)
+
     try:
         preimport(proc, cfg)
-        from stackd.engine.runtime import hooks, rootfs
+        from stackd.engine.runtime import rootfs
 
-        chan.expect("go")
         if ctx.stdio:
             for i, fd in enumerate(ctx.stdio):
                 if fd != i:
                     os.dup2(fd, i)
-        if "cgroup" in ctx.new:
-            step("unshare cgroup namespace")
-            sys.unshare(sc.CLONE_NEWCGROUP)
-        if not ctx.is_exec:
+        if ctx.is_exec:
+            join_cgroup()
+            if proc.get("terminal"):
+                os.setsid()
+        else:  # the mounts up to the first cgroup one overlap the runtime's cgroup migration
             os.setsid()
             if cfg.get("hostname") and "uts" in ctx.new:
                 step("sethostname")
@@ -267,8 +297,12 @@ def container_main(ctx: Launch, chan: object) -> None:
                 step("setdomainname")
                 sys.setdomainname(str(cfg["domainname"]))
             rootfs.setup(sys, cfg, ctx.bundle, ctx.rootfs, cgroup_paths=ctx.cgroup_paths,
-                         new_cgroupns="cgroup" in ctx.new, in_userns="user" in ctx.new, step=step)
-            if hooks.has_hooks(cfg, "prestart", "createRuntime", "createContainer"):
+                         new_cgroupns="cgroup" in ctx.new, in_userns="user" in ctx.new, step=step,
+                         before_cgroup=join_cgroup)
+            join_cgroup()
+            if _has_hooks(cfg, "prestart", "createRuntime", "createContainer"):
+                from stackd.engine.runtime import hooks
+
                 step("createRuntime hooks")
                 chan.send("hooks")
                 state_json = str(chan.expect("go"))
@@ -277,8 +311,6 @@ def container_main(ctx: Launch, chan: object) -> None:
             step("pivot_root")
             rootfs.pivot(sys, ctx.rootfs, ctx.no_pivot)
             rootfs.finish(sys, cfg, step)
-        elif proc.get("terminal"):
-            os.setsid()
         if proc.get("terminal"):
             step("console")
             from stackd.engine.runtime import console
@@ -298,7 +330,9 @@ def container_main(ctx: Launch, chan: object) -> None:
             os.write(fd, b"0")
             os.close(fd)
             os.close(ctx.fifo_fd)
-            if hooks.has_hooks(cfg, "startContainer"):
+            if _has_hooks(cfg, "startContainer"):
+                from stackd.engine.runtime import hooks
+
                 step("startContainer hooks")
                 hooks.run_hooks(cfg, "startContainer", "{}")
         finalize(sys, proc, seccomp=ctx.seccomp, helper_fd=ctx.helper_fd, keep_fds=ctx.keep_fds, warn=warn,

@@ -76,6 +76,24 @@ def open_in_root(sys: Syscalls, rootfd: int, path: str, create: str | None = Non
     except FileNotFoundError:
         if not create:
             raise
+    # the common case: only the last component is missing; create it in its parent (no symlink followed)
+    parent_path, name = posixpath.split(path)
+    try:
+        parent = sys.openat2(rootfd, parent_path or ".", _O_PATH | os.O_DIRECTORY, _RESOLVE)
+    except FileNotFoundError:
+        parent = -1
+    if parent >= 0:
+        try:
+            if create == "file":
+                os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644,
+                                 dir_fd=parent))
+            else:
+                os.mkdir(name, 0o755, dir_fd=parent)
+            return sys.openat2(rootfd, path, _O_PATH, _RESOLVE)
+        except OSError:
+            pass  # e.g. a dangling symlink in the way: the general path below handles it
+        finally:
+            os.close(parent)
     # dangling symlinks on the way: follow them the way RESOLVE_IN_ROOT will, then create what is missing
     root = os.readlink(fdpath(rootfd))
     path = os.path.relpath(resolve_in_root(root, path), root)
@@ -150,8 +168,13 @@ def mount_one(sys: Syscalls, rootfd: int, m: dict[str, object], bundle: str,
             os.close(fd)
 
 
+_HOST_CGROUPS: list[tuple[str, str, str]] = []
+
+
 def _host_cgroup_mounts() -> list[tuple[str, str, str]]:
-    """(mount point, fstype, controller options) of the host's cgroup hierarchies."""
+    """(mount point, fstype, controller options) of the host's cgroup hierarchies (read once)."""
+    if _HOST_CGROUPS:
+        return _HOST_CGROUPS
     out = []
     with open("/proc/self/mountinfo", "rb") as f:
         for line in f.read().decode().splitlines():
@@ -160,6 +183,7 @@ def _host_cgroup_mounts() -> list[tuple[str, str, str]]:
             if fstype in ("cgroup", "cgroup2"):
                 ctl = ",".join(o for o in opts.split(",") if o not in ("rw", "ro"))
                 out.append((left.split(" ")[4], fstype, ctl))
+    _HOST_CGROUPS[:] = out
     return out
 
 
@@ -267,7 +291,8 @@ def pivot(sys: Syscalls, rootfs: str, no_pivot: bool) -> None:
         sys.chroot(".")
         os.chdir("/")
         return
-    if sys.statfs_type("/") == sc.RAMFS_MAGIC or any(t == "/" and ty == "rootfs" for t, ty in sys.mounts()):
+    if (kind := sys.statfs_type("/")) == sc.RAMFS_MAGIC or (
+            kind == sc.TMPFS_MAGIC and any(t == "/" and ty == "rootfs" for t, ty in sys.mounts())):
         raise OSError(22, "pivot_root: the host root is a ramfs/initramfs; use --no-pivot", "/")
     old = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
     new = os.open(rootfs, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
@@ -325,8 +350,11 @@ def write_sysctls(sysctl: dict[str, str]) -> None:
 
 def setup(sys: Syscalls, cfg: dict[str, object], bundle: str, rootfs: str, *,
           cgroup_paths: dict[str, str] | None, new_cgroupns: bool, in_userns: bool,
-          step: Callable[[str], None]) -> None:
-    """Everything before pivot_root: propagation, the rootfs bind, mounts, /dev."""
+          step: Callable[[str], None], before_cgroup: Callable[[], None] | None = None) -> None:
+    """Everything before pivot_root: propagation, the rootfs bind, mounts, /dev.
+
+    `before_cgroup` runs before the first `type: cgroup` mount (which shows the cgroup namespace
+    the process is in, so it must be in the container's cgroup by then)."""
     linux: dict[str, object] = cfg.get("linux") or {}  # type: ignore[assignment]
     prop = PROPAGATIONS.get(str(linux.get("rootfsPropagation") or "rslave"), sc.MS_SLAVE | sc.MS_REC)
     step("rootfs propagation")
@@ -337,6 +365,9 @@ def setup(sys: Syscalls, cfg: dict[str, object], bundle: str, rootfs: str, *,
     try:
         mounts: list[dict[str, object]] = cfg.get("mounts") or []  # type: ignore[assignment]
         for m in mounts:
+            if before_cgroup is not None and m.get("type") == "cgroup":
+                _host_cgroup_mounts()  # read while still waiting (it does not depend on the cgroup)
+                before_cgroup()
             step(f"mount {m.get('type') or 'bind'} on {m['destination']}")
             mount_one(sys, rootfd, m, bundle, cgroup_paths, new_cgroupns)
         if not any(posixpath.normpath(str(m["destination"])) == "/dev" and "bind" in (m.get("options") or [])  # type: ignore[operator]

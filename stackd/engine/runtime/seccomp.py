@@ -72,7 +72,7 @@ class Prepared:
     """A compiled filter: the BPF program and the seccomp(2) flags, ready to load in a child."""
 
     def __init__(self, program: bytes, flags: int = 0, nr_seccomp: int = 317, warnings: list[str] | None = None) -> None:
-        import ctypes
+        from stackd.engine.runtime import libc as ctypes  # the hot path: not the full ctypes
 
         if not program or len(program) % 8:
             raise RuntimeSpecError("seccomp: the BPF program is empty or not made of 8-byte instructions")
@@ -160,66 +160,99 @@ def _arch_name(oci: str) -> bytes:
 
 
 _MEMO: dict[str, tuple[bytes, int, int, list[str]]] = {}
+_LIB_ID: list[str] = []
 
 
 def prepare(seccomp: dict[str, Any] | None, *, warn: Warn | None = None, cache_dir: str | None = None) -> Prepared | None:
     """Compile OCI linux.seccomp into a BPF program (parent side, before fork); None when unset.
 
     Compiling Docker's profile costs ~10 ms in libseccomp, so results are memoised in-process and,
-    with `cache_dir`, on disk keyed by the section, the architecture and the libseccomp build.
+    with `cache_dir` (the runtime puts it under its --root), on disk: the file is found by a cheap
+    checksum and used only if the full text it records (the section, the architecture and the
+    libseccomp build) equals this one, and only if it and its directory are ours and not writable
+    by others.
     """
     if not seccomp:
         return None
-    import json
+    from stackd.engine.runtime.config import dumps
 
     warn = warn or _stderr_warn
-    key = _cache_key(json.dumps(seccomp, sort_keys=True))
-    hit = _MEMO.get(key) or (_cache_read(cache_dir, key) if cache_dir else None)
+    text = f"{_lib_identity()}\0{dumps(seccomp)}"
+    hit = _MEMO.get(text) or (_cache_read(cache_dir, text) if cache_dir else None)
     if hit is None:
         hit = _compile(seccomp)
         if cache_dir:
-            _cache_write(cache_dir, key, hit)
-    _MEMO[key] = hit
+            _cache_write(cache_dir, text, hit)
+    _MEMO[text] = hit
     program, flags, nr, warnings = hit
     for w in warnings:
         warn(w)
     return Prepared(program, flags, nr, list(warnings))
 
 
-def _cache_key(text: str) -> str:
-    import hashlib
+def _lib_identity() -> str:
+    """The architecture and the libseccomp build (path and mtime) a compiled program depends on."""
+    if not _LIB_ID:
+        machine = os.uname().machine
+        lib = ""
+        for d in (f"/usr/lib/{machine}-linux-gnu", "/usr/lib64", "/usr/lib", "/lib64", "/usr/local/lib"):
+            if os.path.exists(f"{d}/libseccomp.so.2"):
+                real = os.path.realpath(f"{d}/libseccomp.so.2")
+                lib = f"{real}:{os.stat(real).st_mtime_ns}"
+                break
+        _LIB_ID.append(f"{machine}\0{lib}")
+    return _LIB_ID[0]
 
-    machine = os.uname().machine
-    lib = ""
-    for d in (f"/usr/lib/{machine}-linux-gnu", "/usr/lib64", "/usr/lib", "/lib64", "/usr/local/lib"):
-        if os.path.exists(f"{d}/libseccomp.so.2"):
-            real = os.path.realpath(f"{d}/libseccomp.so.2")
-            lib = f"{real}:{os.stat(real).st_mtime_ns}"
-            break
-    return hashlib.sha256(f"{machine}\0{lib}\0{text}".encode()).hexdigest()[:32]
+
+def _cache_path(cache_dir: str, text: str) -> str:
+    data = text.encode()
+    return os.path.join(cache_dir, f"seccomp-{len(data):x}-{int.from_bytes(data, 'little') % ((1 << 61) - 1):x}.json")
 
 
-def _cache_read(cache_dir: str, key: str) -> tuple[bytes, int, int, list[str]] | None:
-    import json
+def _trusted(st: os.stat_result) -> bool:
+    return st.st_uid == os.geteuid() and not st.st_mode & 0o022
+
+
+def _cache_read(cache_dir: str, text: str) -> tuple[bytes, int, int, list[str]] | None:
+    from stackd.engine.runtime.config import loads
 
     try:
-        with open(os.path.join(cache_dir, f"seccomp-{key}.json"), encoding="utf-8") as f:
-            d = json.load(f)
-        return bytes.fromhex(d["program"]), d["flags"], d["nr"], d["warnings"]
+        fd = os.open(_cache_path(cache_dir, text), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        if not (_trusted(os.fstat(fd)) and _trusted(os.stat(cache_dir))):
+            return None
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        d = loads(b"".join(chunks).decode())
+        if not isinstance(d, dict) or d.get("key") != text:
+            return None
+        program, flags, nr, warnings = bytes.fromhex(d["program"]), d["flags"], d["nr"], d["warnings"]
+        if not (program and isinstance(flags, int) and isinstance(nr, int) and isinstance(warnings, list)):
+            return None
+        return program, flags, nr, [str(w) for w in warnings]
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    finally:
+        os.close(fd)
 
 
-def _cache_write(cache_dir: str, key: str, hit: tuple[bytes, int, int, list[str]]) -> None:
-    import json
+def _cache_write(cache_dir: str, text: str, hit: tuple[bytes, int, int, list[str]]) -> None:
+    from stackd.engine.runtime.config import dumps
 
     program, flags, nr, warnings = hit
-    path = os.path.join(cache_dir, f"seccomp-{key}.json")
+    path = _cache_path(cache_dir, text)
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
-        os.makedirs(cache_dir, exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"program": program.hex(), "flags": flags, "nr": nr, "warnings": warnings}, f)
+        os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, dumps({"key": text, "program": program.hex(), "flags": flags, "nr": nr,
+                                "warnings": warnings}).encode())
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except OSError:
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 
 from stackd.engine.runtime.config import dumps, loads
@@ -58,6 +57,8 @@ class StateDir:
                 fd = os.open(os.path.join(self.path, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             except FileNotFoundError:
                 raise StateError(f"container {self.id} does not exist", errno.ENOENT) from None
+            import fcntl  # here: `state` and `list` never lock
+
             fcntl.flock(fd, fcntl.LOCK_EX)
             self._lock_fd = fd
         return self
