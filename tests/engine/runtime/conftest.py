@@ -6,10 +6,10 @@ import copy
 import json
 import os
 import shutil
-import uuid
 import subprocess
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
