@@ -15,11 +15,11 @@ from typing import Any
 from stackd.errors import NotFoundError
 
 RUNTIME_ENV = "STACKD_RUNTIME"
-DEFAULT_RUNTIME = "runc"
+DEFAULT_RUNTIME = "stackd-runtime"
 
 
 def default_runtime(environ: dict[str, str] | None = None) -> str:
-    """$STACKD_RUNTIME, else the default runtime (runc; stackd-runtime once it passes the suite)."""
+    """$STACKD_RUNTIME, else the default runtime: stackd-runtime (runc and crun are pluggable)."""
     env = os.environ if environ is None else environ
     return env.get(RUNTIME_ENV) or DEFAULT_RUNTIME
 
