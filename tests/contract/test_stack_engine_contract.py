@@ -1,11 +1,14 @@
 """The StackEngine contract: what `stackd.apply` relies on, run against every implementation.
 
-Today the fake; the real engine's adapter joins the `engine` fixture's params when it lands
-(it must provide the `busybox` image, and understand the same commands: sleep, exit, true,
-false, echo under sh -c, and CMD / CMD-SHELL healthchecks).
+The fake and the real engine's adapter (stackd.stack.engine_adapter, on throwaway roots with
+the busybox mirror; root only). The real one runs the same busybox commands for real.
 """
 
 from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
 
 import pytest
 import trio
@@ -14,14 +17,24 @@ from stackd.apply_engine import StackEngine, UnhealthyError
 from stackd.apply_fake import FakeEngine
 from stackd.errors import ConflictError, ContainerStateError, NotFoundError
 from stackd.planner.desired import ContainerSpec, NetworkSpec, VolumeSpec
+from tests.e2e.images_fixture import busybox_mirror  # noqa: F401  (session fixture of the real engine)
 
 PROJECT = "contract"
 LABELS = {"io.stackd.stack": PROJECT}
 
 
-@pytest.fixture(params=["fake"])
-def engine(request: pytest.FixtureRequest) -> StackEngine:
-    return FakeEngine()
+@pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.root)])
+def engine(request: pytest.FixtureRequest, tmp_path) -> Iterator[StackEngine]:
+    if request.param == "fake":
+        yield FakeEngine()
+        return
+    if os.geteuid() != 0 or shutil.which("runc") is None:
+        pytest.skip("the real engine needs root and runc")
+    from tests.stack.realkit import real_engine
+
+    mirror = request.getfixturevalue("busybox_mirror")
+    with real_engine(mirror.registries_config, tmp_path) as real:
+        yield real
 
 
 def spec(name: str, command: list[str], healthcheck: dict | None = None, **extra) -> ContainerSpec:
