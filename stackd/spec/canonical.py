@@ -181,6 +181,7 @@ def _normalize(canon: Canon, tree: Node, project_name: str) -> None:
     services: Node = tree["services"]
     uses_default = False
     for name, service in services.items():
+        _implied_depends(canon, service, name)
         if "network_mode" in service or "provider" in service:
             continue
         networks = service.get("networks")
@@ -191,7 +192,6 @@ def _normalize(canon: Canon, tree: Node, project_name: str) -> None:
             uses_default = True
         elif "default" in networks:
             uses_default = True
-        _implied_depends(canon, service, name)
     if uses_default:
         section = tree.get("networks")
         if section is None:

@@ -102,3 +102,15 @@ def test_reset_of_one_mapping_entry_across_files(tmp_path: Path) -> None:
     web = _load(tmp_path, first, second)["services"]["web"]
     assert web["environment"] == {"B": "2"}
     assert web["labels"] == {"x": "1"}
+
+
+def test_network_mode_service_and_volumes_from_imply_depends_on(tmp_path: Path) -> None:
+    """compose-go adds depends_on for `network_mode: service:X` (restart: true) and volumes_from."""
+    (tmp_path / "compose.yaml").write_text(
+        "services:\n  a:\n    image: busybox\n    network_mode: service:b\n    volumes_from: [c]\n"
+        "  b:\n    image: busybox\n  c:\n    image: busybox\n"
+    )
+    project = load(LoadOptions(files=(str(tmp_path / "compose.yaml"),), working_dir=str(tmp_path)))
+    depends = project.tree["services"]["a"]["depends_on"]
+    assert dict(depends["b"]) == {"condition": "service_started", "restart": True, "required": True}
+    assert dict(depends["c"]) == {"condition": "service_started", "required": True}
