@@ -3,7 +3,7 @@ PY ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12.*/bin/python3) $(shell
 VENV := .venv
 PYTEST_ARGS ?=
 
-.PHONY: setup deps test lint quickstart images clean
+.PHONY: setup deps compile test lint quickstart quickstart-down quickstart-images images clean
 
 # Host packages the engine and the tests use (Debian 12).
 APT_PACKAGES := runc crun skopeo umoci docker-registry busybox-static iptables nftables \
@@ -35,13 +35,30 @@ lint: setup
 	$(VENV)/bin/mypy stackd
 	$(VENV)/bin/lint-imports
 
-quickstart: setup
-	$(VENV)/bin/stackd -f examples/quickstart/stack.yaml config
+# The quick start (examples/quickstart): install, build the images, bring the stack up, print the URL.
+# `make quickstart WEB_PORT=9090` publishes another port; `make quickstart-down` removes it all.
+WEB_PORT ?= 8080
+QUICKSTART := $(VENV)/bin/stackd -f examples/quickstart/stack.yaml
+
+quickstart: setup quickstart-images
+	WEB_PORT=$(WEB_PORT) $(QUICKSTART) up -d --wait --wait-timeout 120
+	@WEB_PORT=$(WEB_PORT) $(QUICKSTART) ps
+	@echo
+	@echo "open http://127.0.0.1:$(WEB_PORT)/   (curl it: the page comes from db through api and web)"
+	@echo "stop and remove everything with: make quickstart-down"
+
+quickstart-down:
+	WEB_PORT=$(WEB_PORT) $(QUICKSTART) down -v
 
 # Example images (busybox, debian:bookworm, redis:7) built from Debian packages, served by a local
 # registry on 127.0.0.1 and written to /etc/stackd/registries.toml as the docker.io mirror.
 images: deps
 	python3 examples/images/build.py all
+	python3 examples/images/build.py serve
+
+# The quick start needs busybox only (seconds; `images` also debootstraps debian and redis).
+quickstart-images: deps
+	python3 examples/images/build.py busybox
 	python3 examples/images/build.py serve
 
 clean:

@@ -75,7 +75,10 @@ class LinuxKernel:
         try:
             idx = self._index(name)
             if idx is None:
-                self.ipr.link("add", ifname=name, kind="bridge", mtu=mtu)
+                # A fixed MAC, as Docker sets: otherwise the bridge takes the lowest MAC of its
+                # ports and changes it as containers come and go, breaking the ARP caches of
+                # containers that stay (gateway and DNS unreachable after a recreate).
+                self.ipr.link("add", ifname=name, kind="bridge", mtu=mtu, address=bridge_mac(name))
                 idx = self._index(name)
             else:
                 self.ipr.link("set", index=idx, mtu=mtu)
@@ -228,3 +231,11 @@ def _ignore(code: int) -> Iterator[None]:
     except Exception as exc:
         if getattr(exc, "code", None) != code:
             raise
+
+
+def bridge_mac(name: str) -> str:
+    """A stable, locally administered unicast MAC for bridge `name`."""
+    import hashlib
+
+    digest = hashlib.sha256(name.encode()).digest()
+    return "02:" + ":".join(f"{b:02x}" for b in digest[:5])
