@@ -3,7 +3,7 @@ PY ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12.*/bin/python3) $(shell
 VENV := .venv
 PYTEST_ARGS ?=
 
-.PHONY: setup deps compile test lint quickstart quickstart-down quickstart-images images clean
+.PHONY: setup deps compile example-images test lint quickstart quickstart-down quickstart-images images clean
 
 # Host packages the engine and the tests use (Debian 12).
 APT_PACKAGES := runc crun skopeo umoci docker-registry busybox-static iptables nftables \
@@ -27,8 +27,13 @@ $(VENV)/bin/stackd: pyproject.toml
 compile: $(VENV)/bin/stackd
 	$(VENV)/bin/python -m compileall -q stackd >/dev/null
 
-test: setup
+# The end-to-end tests of examples/ need the example images built (cached; they serve them from
+# registries of their own).
+test: setup example-images
 	$(VENV)/bin/pytest -n 2 $(PYTEST_ARGS)
+
+example-images: deps
+	python3 examples/images/build.py build
 
 lint: setup
 	$(VENV)/bin/ruff check stackd tests bench

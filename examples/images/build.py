@@ -2,6 +2,7 @@
 """Build the example images from Debian packages and serve them from a local docker.io mirror.
 
     build.py all|busybox|debian|redis   build (cached), start the registry, push, write registries.toml
+    build.py build                      build all three into the cache only (no registry; what CI does)
     build.py serve                      ensure the registry runs; print its address
     build.py stop                       stop the registry started by `serve` (by its pid file)
     build.py status                     registry state and what is built and pushed
@@ -541,7 +542,7 @@ def status(cache: Cache) -> None:
 
 
 def main(argv: list[str]) -> int:
-    usage = "usage: build.py all|busybox|debian|redis|serve|stop|status"
+    usage = "usage: build.py all|busybox|debian|redis|build|serve|stop|status"
     if len(argv) != 1 or argv[0] in ("-h", "--help"):
         print(__doc__ if argv and argv[0] in ("-h", "--help") else usage, file=sys.stderr if not argv else sys.stdout)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
@@ -562,10 +563,13 @@ def main(argv: list[str]) -> int:
                 write_registries(cache, addr)
                 print(addr)
                 return 0
-            images = ["busybox", "debian", "redis"] if cmd == "all" else [cmd]
-            if cmd not in ("all", "busybox", "debian", "redis"):
+            images = ["busybox", "debian", "redis"] if cmd in ("all", "build") else [cmd]
+            if cmd not in ("all", "build", "busybox", "debian", "redis"):
                 raise BuildError(f"unknown command {cmd!r}; {usage}")
             built = [ensure(cache, image) for image in images]
+            if cmd == "build":  # into the cache only: no registry, no registries.toml (CI)
+                say(f"built: {', '.join(n for _, ns in built for n in ns[:1])} in {cache.root}")
+                return 0
             addr = serve(cache)
             for tag, names in built:
                 push(cache, addr, tag, names)

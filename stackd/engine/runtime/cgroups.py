@@ -367,8 +367,12 @@ class Cgroup:
         """Signal every process: freeze (so none forks away), signal, then thaw (never hangs)."""
         if sig == SIGKILL and self.unified and self.has(f"{self.unified}/cgroup.kill"):
             self.write(f"{self.unified}/cgroup.kill", 1)
-            if self.frozen():
-                self.thaw()  # a v1-frozen task dies only once thawed; v2 would stay "paused"
+            # Thaw whatever the events say: a frozen task dies only once thawed, and a cgroup
+            # left with cgroup.freeze=1 reads "frozen" again as soon as it is empty.
+            try:
+                self.thaw()
+            except RuntimeSpecError:
+                pass
             return
         try:
             self.freeze()
