@@ -155,3 +155,55 @@ def test_same_results_as_runc(runtime, runc, bundle):
     def strip(lines):
         return [ln for ln in lines if not ln.startswith("/sys/fs/cgroup")]
     assert strip(ours_lines) == strip(runc_lines), json.dumps([ours_lines, runc_lines])
+
+
+ATTACK_C = r"""
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static void report(const char *what, long rc) {
+    printf("%s=%s\n", what, rc == -1 ? strerror(errno) : "OK");
+}
+
+int main(int argc, char **argv) {
+    /* keyctl family: the kernel keyring is not namespaced. */
+    report("keyctl", syscall(SYS_keyctl, 1 /* KEYCTL_JOIN_SESSION_KEYRING */, "stackd-test"));
+    report("add_key", syscall(SYS_add_key, "user", "stackd", "x", 1, -2 /* SESSION */));
+    report("request_key", syscall(SYS_request_key, "user", "stackd", NULL, 0));
+    /* ptrace of a host process (its host pid) and of the container's own init. */
+    report("ptrace_host", ptrace(PTRACE_ATTACH, atoi(argv[1]), NULL, NULL));
+    report("ptrace_init", ptrace(PTRACE_ATTACH, 1, NULL, NULL));
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def attack_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A static program that makes the raw syscalls busybox has no applet for."""
+    import shutil
+    import subprocess
+
+    if shutil.which("gcc") is None:
+        pytest.fail("gcc is needed to build the syscall attack program (apt install gcc libc6-dev)")
+    d = tmp_path_factory.mktemp("attack")
+    (d / "attack.c").write_text(ATTACK_C)
+    subprocess.run(["gcc", "-static", "-O1", "-o", str(d / "attack"), str(d / "attack.c")], check=True)
+    return d / "attack"
+
+
+def test_keyctl_and_ptrace_of_host_processes_fail(runtime, bundle, attack_binary):
+    """The default profile denies the keyring calls; host processes cannot be traced (or seen)."""
+    import shutil
+
+    shutil.copy(attack_binary, bundle.rootfs / "bin" / "attack")
+    p = run_script(runtime, bundle, f"/bin/attack {os.getpid()}")
+    result = dict(line.split("=", 1) for line in p.stdout.splitlines() if "=" in line)
+    assert result["keyctl"] == result["add_key"] == result["request_key"] == "Operation not permitted", p.stdout
+    assert result["ptrace_host"] == "No such process", p.stdout  # the host pid does not exist in here
+    assert result["ptrace_init"] != "OK", p.stdout  # PID 1 is itself: not attachable
