@@ -7,6 +7,7 @@ does not serve and for cleaning up after a crash. The runtime is chosen by name 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -104,21 +105,34 @@ class Runtime:
 
 # --- cgroups ----------------------------------------------------------------------------------
 
+@functools.cache
+def _controller_dirs(root: Path) -> tuple[Path, ...]:
+    """The hierarchies mounted under `root` (cached: they do not change while a process runs)."""
+    try:
+        return tuple(Path(e.path) for e in os.scandir(root) if e.is_dir(follow_symlinks=False))
+    except OSError:
+        return ()
+
+
 def cgroup_dirs(cgroups_path: str) -> list[Path]:
     """Every directory a container's cgroupsPath may have (v1 controllers, unified, or pure v2)."""
     rel = cgroups_path.lstrip("/")
     if (CGROUP_ROOT / "cgroup.controllers").exists():
         return [CGROUP_ROOT / rel]
-    try:
-        return [p / rel for p in CGROUP_ROOT.iterdir() if p.is_dir() and not p.is_symlink()]
-    except OSError:
-        return []
+    return [p / rel for p in _controller_dirs(CGROUP_ROOT)]
 
 
 def remove_cgroup(cgroups_path: str) -> list[str]:
     """rmdir the container's cgroup directories (deepest first); returns those left behind."""
     left = []
     for d in cgroup_dirs(cgroups_path):
+        try:
+            os.rmdir(d)  # the usual case: an empty leaf, or already gone
+            continue
+        except FileNotFoundError:
+            continue
+        except OSError:
+            pass
         if not d.is_dir():
             continue
         for sub in sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):

@@ -11,14 +11,17 @@ import json
 import time
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from stackd.engine import containers_state as st
-from stackd.engine.container_config import ContainerConfig
 from stackd.engine.store import MIGRATIONS, Migration, Store
 from stackd.errors import ConflictError, ContainerStateError, NotFoundError
+
+if TYPE_CHECKING:
+    from stackd.engine.container_config import ContainerConfig
 
 MIGRATION = Migration(
     100,
@@ -110,6 +113,8 @@ def _build(tp: Any, v: Any) -> Any:
 
 
 def config_from_json(text: str) -> ContainerConfig:
+    from stackd.engine.container_config import ContainerConfig
+
     cfg = _build(ContainerConfig, json.loads(text))
     assert isinstance(cfg, ContainerConfig)
     return cfg
@@ -223,3 +228,64 @@ class ContainerStore:
 
     def image_ids(self) -> set[str]:
         return {r[0] for r in self.db.conn().execute("SELECT DISTINCT image_id FROM containers")}
+
+
+# --- a cheap read-only view (the no-op `up` shortcut) ------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class QuickContainer:
+    """A container row without its config, and whether its shim says it runs right now."""
+
+    id: str
+    name: str
+    status: str
+    exit_code: int | None
+    labels: Mapping[str, str]
+    live: bool  # status "running" confirmed by the shim's state file and a living shim process
+
+
+def quick_view(state_root: Path, run_root: Path, refs: Iterable[str] = ()) -> tuple[
+        list[QuickContainer], dict[str, str]] | None:
+    """Every container (also those being created or removed) and the image IDs of `refs` that are in the store,
+    read from one read-only SQLite connection and the shims' state files: no migration, no
+    ContainerConfig decoding, no shim socket. None when there is no database yet or it cannot
+    be read (callers then take the slow path)."""
+    import sqlite3
+
+    db = Path(state_root) / "stackd.db"
+    if not db.exists():
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1.0)
+    except sqlite3.Error:
+        return None
+    try:
+        rows = conn.execute("SELECT id, name, status, exit_code, labels FROM containers").fetchall()
+        images: dict[str, str] = {}
+        for ref in refs:
+            row = conn.execute("SELECT image_id FROM image_names WHERE name=?", (ref,)).fetchone()
+            if row:
+                images[ref] = str(row[0])
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+    out = []
+    for cid, name, status, code, labels in rows:
+        live = status == st.RUNNING and _shim_running(Path(run_root) / "shims" / cid)
+        out.append(QuickContainer(cid, name, status, code, json.loads(labels or "{}"), live))
+    return out, images
+
+
+def _shim_running(d: Path) -> bool:
+    """The shim's state.json says running and its process (with this directory in its argv) lives."""
+    try:
+        with open(d / "state.json") as f:
+            state = json.load(f)
+        with open(d / "shim.pid") as f:
+            pid = int(f.read().strip() or 0)
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            alive = str(d).encode() in f.read()
+    except (OSError, ValueError):
+        return False
+    return alive and isinstance(state, dict) and state.get("status") == "running"

@@ -13,6 +13,7 @@ import fcntl
 import ipaddress
 import json
 import os
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -132,6 +133,10 @@ class NetManager:
         self._upstreams = list(upstreams) if upstreams is not None else None
         self.dns_port = dns_port
         self.run_dns = run_dns
+        self._batch_lock = threading.Lock()
+        self._dns_lock = threading.Lock()
+        self._batch_depth = 0
+        self._dns_pending = False
 
     # -- state ------------------------------------------------------------------------------
     def _load(self) -> State:
@@ -145,13 +150,16 @@ class NetManager:
             [ports.PortBinding(**p) for p in raw["ports"]],
         )
 
-    def _save(self, st: State) -> None:
+    def _save(self, st: State, *, durable: bool = True) -> None:
+        """Write state.json atomically. Only network records need fsync: attachments and ports
+        describe kernel objects (veths in netns under the run root) that a reboot loses anyway,
+        and restore() drops those whose netns is gone."""
         raw = {
             "networks": [asdict(n) for n in st.networks.values()],
             "attachments": [asdict(a) for a in st.attachments],
             "ports": [asdict(p) for p in st.ports],
         }
-        _atomic_write(self.dir / "state.json", json.dumps(raw, indent=1))
+        _atomic_write(self.dir / "state.json", json.dumps(raw, indent=1), durable=durable)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[State]:
@@ -305,32 +313,81 @@ class NetManager:
             gws = tuple(g for g in (rec.gateway(4), rec.gateway(6)) if g) if with_gw else ()
             host = veth.host_name(self.prefix, container_id, network)
             ifname = _free_ifname([a.ifname for a in mine])
-            veth.join(self.kernel, host, rec.bridge, netns_path, ifname, tuple(addrs),
-                      mtu=rec.mtu, mac=the_mac, gateways=gws)
             att = Attachment(container_id, network, netns_path, ifname, host, a4, a6, the_mac,
                              tuple(dict.fromkeys(aliases)), tuple(dict.fromkeys(names)), with_gw,
                              priority, p4, p6)
-            st.attachments.append(att)
-            self._save(st)
-            if rec.dns:
-                self._sync_dns(st)
+            st.attachments.append(att)  # recorded first: the addresses are ours while the kernel works
+            self._save(st, durable=False)
+        try:  # outside the lock, so containers attach in parallel
+            veth.join(self.kernel, host, rec.bridge, netns_path, ifname, tuple(addrs),
+                      mtu=rec.mtu, mac=the_mac, gateways=gws)
+        except BaseException:
+            with self._locked() as st:
+                st.attachments = [a for a in st.attachments
+                                  if not (a.container_id == container_id and a.network == network)]
+                self._save(st, durable=False)
+            raise
+        if rec.dns:
+            with self._locked() as st:
+                reload = self._sync_dns(st, signal=False)
+            if reload:
+                self._reload_dns()
         return att
 
-    def detach(self, container_id: str, network: str | None = None) -> None:
-        """Detach from one network (or all); its published ports go when its last network does."""
+    def detach(self, container_id: str, network: str | None = None, *, netns_gone: bool = False) -> None:
+        """Detach from one network (or all); its published ports go when its last network does.
+
+        `netns_gone`: the container's netns was just deleted, so the kernel removes its veth
+        pairs itself (batched, far cheaper than one `link del` each); wait for that instead."""
         with self._locked() as st:
             gone = [a for a in st.attachments if a.container_id == container_id
                     and (network is None or a.network == network)]
             if network is not None and not gone:
                 raise NotFoundError(f"container {container_id[:12]} is not attached to network {network}")
             for a in gone:
-                veth.leave(self.kernel, a.host_veth, a.netns_path, a.ifname)
+                if not netns_gone:
+                    veth.leave(self.kernel, a.host_veth, a.netns_path, a.ifname)
                 st.attachments.remove(a)
             left_ips = {a.ipv4 for a in st.attachments} | {a.ipv6 for a in st.attachments}
             st.ports = [p for p in st.ports if p.container_id != container_id or p.container_ip in left_ips]
             self._apply_rules(st)
-            self._save(st)
-            self._sync_dns(st)
+            self._save(st, durable=False)
+            reload = False
+            if any(st.networks[a.network].dns for a in gone if a.network in st.networks):
+                reload = self._sync_dns(st, signal=False)
+        if reload:
+            self._reload_dns()
+        if netns_gone:
+            self._await_gone([a.host_veth for a in gone])
+
+    def _await_gone(self, links: list[str], timeout: float = 2.0) -> None:
+        """Wait for links the kernel deletes with their netns; delete the stragglers."""
+        deadline = time.monotonic() + timeout
+        delay = 0.002
+        while links and time.monotonic() < deadline:
+            links = [n for n in links if self.kernel.link_exists(n)]
+            if links:
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+        for name in links:
+            self.kernel.link_delete(name)
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Many attach/detach calls (possibly from several threads), one DNS reload at the end."""
+        with self._batch_lock:
+            self._batch_depth += 1
+        try:
+            yield
+        finally:
+            with self._batch_lock:
+                self._batch_depth -= 1
+                last = self._batch_depth == 0 and self._dns_pending
+                if last:
+                    self._dns_pending = False
+            if last:
+                with self._locked() as st:
+                    self._sync_dns(st, now=True)
 
     # -- ports ------------------------------------------------------------------------------
     def publish(self, container_id: str, specs: Iterable[str | Mapping[str, Any] | ports.PortSpec]) -> list[ports.PortBinding]:
@@ -343,17 +400,19 @@ class NetManager:
             made = ports.plan(container_id, parsed, ip4, ip6, st.ports)
             st.ports.extend(made)
             self._apply_rules(st)
-            self._save(st)
+            self._save(st, durable=False)
         return made
 
     def unpublish(self, container_id: str) -> None:
         with self._locked() as st:
             st.ports = [p for p in st.ports if p.container_id != container_id]
             self._apply_rules(st)
-            self._save(st)
+            self._save(st, durable=False)
 
     # -- kernel state from records ----------------------------------------------------------
-    def _apply_rules(self, st: State) -> None:
+    def _apply_rules(self, st: State, *, force: bool = False) -> None:
+        """Make the kernel's rules match `st`; skipped when they equal the last ones applied
+        (`net/rules.key`), as most attach/detach calls change no rule."""
         nets = [nat.NatNetwork(n.bridge, tuple(s.subnet for s in n.subnets), n.internal)
                 for n in sorted(st.networks.values(), key=lambda n: n.name)]
         by_ip = {}
@@ -363,7 +422,18 @@ class NetManager:
             by_ip[a.ipv6] = br
         dnats = [nat.Dnat(p.host_ip, p.host_port, p.protocol, p.container_ip, p.container_port,
                           by_ip.get(p.container_ip, "")) for p in st.ports]
+        key = json.dumps([self.table, [asdict(n) for n in nets], [asdict(d) for d in dnats]])
+        keyfile = self.dir / "rules.key"
+        if not force:
+            try:
+                if keyfile.read_text() == key:
+                    return
+            except FileNotFoundError:
+                pass
+        with contextlib.suppress(FileNotFoundError):
+            keyfile.unlink()  # unknown while applying: a failure leaves the next call to retry
         nat.apply(self.kernel, nets, dnats, self.table)
+        _atomic_write(keyfile, key, durable=False)
 
     def _dns_config(self, st: State) -> dict[str, Any]:
         nets = []
@@ -400,15 +470,28 @@ class NetManager:
         return {"upstreams": [list(u) for u in ups], "timeout": 2.0, "port": self.dns_port,
                 "networks": nets, "clients": clients}
 
-    def _sync_dns(self, st: State) -> None:
+    def _sync_dns(self, st: State, *, now: bool = False, signal: bool = True) -> bool:
+        """Write dns.json from `st`; stop the server when nothing is served. Returns whether the
+        server must reload; with `signal` it is told here, else the caller calls `_reload_dns`
+        (after releasing the state lock: the server reads the newest dns.json then)."""
+        if not now and self._batch_depth:
+            self._dns_pending = True
+            return False
         cfg = self._dns_config(st)
         _atomic_write(self.dir / "dns.json", json.dumps(cfg), durable=False)  # derived data
         if not self.run_dns:
-            return
-        if cfg["networks"]:
-            dns_server.reload(self.root)
-        else:
+            return False
+        if not cfg["networks"]:
             dns_server.stop(self.root)
+            return False
+        if signal:
+            self._reload_dns()
+        return True
+
+    def _reload_dns(self) -> None:
+        if self.run_dns:
+            with self._dns_lock:  # one thread starts a missing server; the others then just ask
+                dns_server.reload(self.root)
 
     def dns_server_for(self, network: str) -> str:
         """The nameserver address for a container's resolv.conf on this network ("" if none)."""
@@ -428,7 +511,7 @@ class NetManager:
                 st.attachments.remove(a)
             ips = {a.ipv4 for a in st.attachments} | {a.ipv6 for a in st.attachments}
             st.ports = [p for p in st.ports if p.container_ip in ips]
-            self._apply_rules(st)
+            self._apply_rules(st, force=True)
             self._save(st)
             self._sync_dns(st)
 

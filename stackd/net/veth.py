@@ -49,9 +49,12 @@ def join(
 
 
 def leave(kernel: Kernel, host: str, netns_path: str, ifname: str) -> None:
-    """Remove the pair: from inside the netns if it still exists, and the host end regardless."""
+    """Remove the pair: deleting the host end deletes its peer in the netns too; only when the
+    host end is missing is the netns looked into (one process less per container)."""
+    if kernel.link_exists(host):
+        kernel.link_delete(host)
+        return
     try:
         kernel.ns_link_delete(netns_path, ifname)
     except OSError:
         pass
-    kernel.link_delete(host)

@@ -7,6 +7,7 @@ the lines `docker compose` prints.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -291,24 +292,32 @@ def down(name: str, backend: Backend, opts: DownOptions, *, project: Project | N
         recs = [r for r in recs if r.config.labels.get(LABEL_SERVICE) in deps
                 or r.config.labels.get(LABEL_ONEOFF) == "True"]
     errors: list[BaseException] = []
-    for wave in stop_order(recs, deps):
-        def stop(r: Any) -> None:
-            if r.status in ("running", "paused", "restarting"):
-                report("Container", r.name, "Stopping")
-                adapter.stop_sync(r.id, opts.timeout)
-                report("Container", r.name, "Stopped")
 
-        errors += parallel_each(stop, wave, opts.parallel)
+    def stop(r: Any) -> None:
+        if r.status in ("running", "paused", "restarting"):
+            report("Container", r.name, "Stopping")
+            adapter.stop_sync(r.id, opts.timeout)
+            report("Container", r.name, "Stopped")
 
     def remove(r: Any) -> None:
         report("Container", r.name, "Removing")
         adapter.remove_sync(r.id, force=True, volumes=opts.volumes)
         report("Container", r.name, "Removed")
 
-    errors += parallel_each(remove, recs, opts.parallel)
+    def stop_and_remove(r: Any) -> None:
+        """Each container is removed as soon as it stopped (dependents still stop before their
+        dependencies: the next wave starts when this one is done)."""
+        try:
+            stop(r)
+        finally:
+            remove(r)
+
+    m = backend.networks
+    with m.batch() if m is not None and hasattr(m, "batch") else contextlib.nullcontext():
+        for wave in stop_order(recs, deps):
+            errors += parallel_each(stop_and_remove, wave, opts.parallel)
     if errors:
         raise errors[0]
-    m = backend.networks
     if m is not None:
         for n in m.networks():
             if n.labels.get(LABEL_STACK) == name:
