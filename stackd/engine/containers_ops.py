@@ -161,6 +161,9 @@ class ContainerOps:
         if not new_name or not new_name[0].isalnum() or not all(c.isalnum() or c in "_.-" for c in new_name):
             raise EngineError(f"invalid container name {new_name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
         self.store.rename(rec.id, new_name)
+        net = getattr(self, "net", None)
+        if net is not None and rec.name != new_name:
+            net.rename(rec.id, rec.name, new_name)
         return self.store.get(rec.id)
 
     def ports(self, text: str) -> list[Any]:

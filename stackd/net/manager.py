@@ -9,6 +9,7 @@ container carries its default route (Docker's highest `priority` wins the same w
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import ipaddress
 import json
@@ -359,6 +360,21 @@ class NetManager:
             self._reload_dns()
         if netns_gone:
             self._await_gone([a.host_veth for a in gone])
+
+    def rename(self, container_id: str, old: str, new: str) -> None:
+        """A container was renamed: its DNS name follows (a recreate renames the new container)."""
+        with self._locked() as st:
+            mine = [a for a in st.attachments if a.container_id == container_id and old in a.names]
+            for a in mine:
+                st.attachments[st.attachments.index(a)] = dataclasses.replace(
+                    a, names=tuple(new if n == old else n for n in a.names))
+            if not mine:
+                return
+            self._save(st, durable=False)
+            reload = any(st.networks[a.network].dns for a in mine if a.network in st.networks)
+            reload = reload and self._sync_dns(st, signal=False)
+        if reload:
+            self._reload_dns()
 
     def _await_gone(self, links: list[str], timeout: float = 2.0) -> None:
         """Wait for links the kernel deletes with their netns; delete the stragglers."""

@@ -124,3 +124,21 @@ def test_ctr_net_connect_is_recorded_and_reattached_after_the_netns_is_lost(worl
     finally:
         w.cli("container", "rm", "-f", "c")
         w.cli("network", "rm", "extra")
+
+
+def test_ctr_net_rename_moves_the_dns_name(world: World) -> None:
+    """A recreate renames the new container into place: its DNS name must follow the rename."""
+    w = world
+    w.cli("network", "create", "ren", check=True)
+    try:
+        run(w, "-d", "--name", "tmp_app-1", "--network", "ren", "busybox", "sleep", "300")
+        run(w, "-d", "--name", "peer", "--network", "ren", "busybox", "sleep", "300")
+        ip = inspect(w, "tmp_app-1")["NetworkSettings"]["Networks"]["ren"]["IPAddress"]
+        w.cli("container", "rename", "tmp_app-1", "app-1", check=True)
+        code, out = sh(w, "peer", "nslookup app-1")
+        assert code == 0 and ip in out, out
+        code, out = sh(w, "peer", "nslookup tmp_app-1")
+        assert code != 0 or ip not in out, out
+    finally:
+        w.cli("container", "rm", "-f", "app-1", "tmp_app-1", "peer")
+        w.cli("network", "rm", "ren")
