@@ -307,7 +307,7 @@ class NetManager:
                     addrs.append(f"{a6}/{p6}")
             if ipv6 and not a6:
                 raise UsageError(f"network {network} has no IPv6 subnet for address {ipv6}")
-            the_mac = veth.check_mac(mac) if mac else veth.random_mac()
+            the_mac = veth.check_mac(mac) if mac else veth.mac_for(a4)
             if any(u.mac == the_mac for u in used):
                 raise ConflictError(f"MAC address {the_mac} is already in use on network {network}")
             with_gw = not rec.internal and not any(a.gateway for a in mine)

@@ -23,6 +23,14 @@ def random_mac() -> str:
     return "02:42:" + ":".join(f"{b:02x}" for b in rest)
 
 
+def mac_for(ipv4: str) -> str:
+    """Docker's MAC for an IPv4 address: 02:42 then the address's four bytes. An address that is
+    released and handed to a new container keeps its MAC, so neighbours' ARP caches stay right."""
+    if not ipv4:
+        return random_mac()
+    return "02:42:" + ":".join(f"{int(b):02x}" for b in ipv4.split("."))
+
+
 def check_mac(mac: str) -> str:
     parts = mac.lower().split(":")
     if len(parts) != 6 or not all(len(p) == 2 and all(c in "0123456789abcdef" for c in p) for p in parts):

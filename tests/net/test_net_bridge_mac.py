@@ -35,3 +35,12 @@ def test_bridge_mac_is_fixed_when_ports_join_and_leave() -> None:
                 ipr.link("del", index=ipr.link_lookup(ifname=link)[0])
         ipr.close()
         kernel.close()
+
+
+def test_container_mac_follows_its_ipv4_address() -> None:
+    """Docker's scheme: a reused address keeps its MAC, so neighbours' ARP entries stay valid."""
+    from stackd.net.veth import mac_for
+
+    assert mac_for("10.218.16.4") == "02:42:0a:da:10:04"
+    assert mac_for("10.218.16.4") == mac_for("10.218.16.4")
+    assert mac_for("").startswith("02:42:")  # IPv6-only: random, still locally administered
