@@ -57,6 +57,19 @@ def pids_matching(pred: object) -> list[int]:
     return found
 
 
+def remove_networks(state_root: str, env: dict[str, str]) -> None:
+    """Delete the bridges (and rules) the benchmark's stackd created: its state root goes away."""
+    sys.path.insert(0, REPO)
+    from stackd.engine.engine import net_manager
+
+    try:
+        net = net_manager(state_root, environ=env)
+        for rec in net.networks():
+            net.remove_network(rec.name)
+    except Exception as exc:  # leave the host as clean as possible, and say what is left
+        print(f"warning: network cleanup: {exc}", file=sys.stderr)
+
+
 class Tool:
     def __init__(self, name: str, base: list[str], image: str, env: dict[str, str] | None = None) -> None:
         self.name, self.base, self.image, self.env = name, base, image, env
@@ -80,7 +93,7 @@ class Tool:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=15)
-    ap.add_argument("--runtime", default=os.environ.get("STACKD_RUNTIME", "runc"))
+    ap.add_argument("--runtime", default=os.environ.get("STACKD_RUNTIME", "stackd-runtime"))
     ap.add_argument("--skip-peers", action="store_true")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="stackd-bench-")
@@ -89,7 +102,8 @@ def main() -> None:
         f.write('[registry."docker.io"]\nmirrors = ["http://127.0.0.1:5055"]\n')
     env = {**os.environ, "STACKD_STATE_ROOT": f"{tmp}/state", "STACKD_RUN_ROOT": f"{tmp}/run",
            "STACKD_REGISTRIES_CONFIG": reg, "STACKD_RUNTIME": args.runtime,
-           "STACKD_CGROUP_PARENT": f"/stackd-bench-{os.getpid()}"}
+           "STACKD_CGROUP_PARENT": f"/stackd-bench-{os.getpid()}",
+           "STACKD_NET_LINK_PREFIX": "sbench", "STACKD_NET_TABLE": "stackd_bench"}
     subprocess.run([STACKD, "image", "pull", "-q", "busybox"], check=True, env=env, stdout=subprocess.DEVNULL)
     tools = [Tool(f"stackd ({args.runtime})", [STACKD, "container"], "busybox", env)]
     if not args.skip_peers:
@@ -118,6 +132,7 @@ def main() -> None:
         for t in tools:
             t.remove(50, "bench50-")
             t.remove(20, "bench20-")
+        remove_networks(f"{tmp}/state", env)
         shutil.rmtree(tmp, ignore_errors=True)
         for ctrl in os.listdir("/sys/fs/cgroup"):  # the (now empty) cgroup parent
             try:

@@ -137,6 +137,23 @@ def _shim_died(mgr: ContainerManager, rec: ContainerRecord) -> ContainerRecord:
 
 
 def _wait_gone(pid: int, timeout: float = 5.0) -> None:
+    """Wait until process `pid` has exited (a pidfd polls readable then; no sleeping), at most `timeout`."""
+    if pid <= 0:
+        return
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        fd = -1  # gone already (ESRCH), or no pidfd support: poll /proc below
+    if fd >= 0:
+        import select
+
+        try:
+            p = select.poll()
+            p.register(fd, select.POLLIN)
+            p.poll(timeout * 1000)
+        finally:
+            os.close(fd)
+        return
     end = time.monotonic() + timeout
     while pid > 0 and time.monotonic() < end:
         try:
