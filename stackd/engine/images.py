@@ -89,10 +89,12 @@ def chain_ids(diff_ids: Iterable[str]) -> builtins.list[str]:
 
 
 def unpack_layers(state_root: Path, content: ContentStore, layers: Iterable[Layer],
-                  on_missing: Callable[[list[Layer]], None] | None = None) -> str | None:
+                  on_missing: Callable[[list[Layer]], None] | None = None,
+                  server: Any = None) -> str | None:
     """Unpack layers into overlay snapshots when the snapshotter exists; returns the top chain id.
 
-    `on_missing` is told which layers are not unpacked yet, before the unpacking starts.
+    `on_missing` is told which layers are not unpacked yet, before the unpacking starts;
+    `server` (an `unpack_server.UnpackServer`) forks the workers when given.
     """
     try:
         from stackd.engine.snapshots import LayerRef, Snapshotter  # type: ignore[import-not-found,unused-ignore]
@@ -101,7 +103,7 @@ def unpack_layers(state_root: Path, content: ContentStore, layers: Iterable[Laye
     layers = list(layers)
     if not layers:
         return None
-    snap = Snapshotter(Path(state_root) / "snapshots")
+    snap = Snapshotter(Path(state_root) / "snapshots", server=server)
     chains = chain_ids([x.diff_id for x in layers])
     missing = [x for x, c in zip(layers, chains, strict=True) if not snap.has(c)]
     if not missing:
@@ -109,7 +111,17 @@ def unpack_layers(state_root: Path, content: ContentStore, layers: Iterable[Laye
     if on_missing is not None:
         on_missing(missing)
     refs = [LayerRef(x.diff_id, content.path(x.digest), x.media_type, x.size) for x in layers]
-    return str(snap.ensure_layers(refs))
+    own = None
+    if server is None and len(missing) > 1 and os.geteuid() == 0:
+        from stackd.engine.unpack_server import UnpackServer
+
+        with contextlib.suppress(OSError):
+            own = snap.server = UnpackServer()  # one interpreter start for all the layers
+    try:
+        return str(snap.ensure_layers(refs))
+    finally:
+        if own is not None:
+            own.close()
 
 
 @contextlib.contextmanager

@@ -5,10 +5,19 @@ from __future__ import annotations
 import fcntl
 import os
 import ssl
+import sys
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+if "httpx" not in sys.modules:
+    # httpx imports its own command-line client (rich, pygments: ~35 ms) whenever those are
+    # installed; stackd never runs it, so a placeholder module stands in for it.
+    _cli = types.ModuleType("httpx._main")
+    _cli.main = lambda: sys.exit("httpx's command-line client is not available in stackd")  # type: ignore[attr-defined]
+    sys.modules.setdefault("httpx._main", _cli)
 
 import httpx
 import trio
@@ -19,6 +28,7 @@ from stackd.engine.auth import AuthConfig, Credentials
 from stackd.engine.content import CHUNK, ContentError, ContentStore
 from stackd.engine.images import ImageRecord, ImageStore, Layer, chain_ids, unpack_layers
 from stackd.engine.registry_config import Endpoint, RegistryConfig
+from stackd.engine.unpack_live import LayerPlan, LiveUnpack, start_server
 from stackd.errors import NotFoundError, RegistryError, StackdError
 
 MAX_CONFIG = 8 * 1024 * 1024
@@ -161,7 +171,7 @@ class Puller:
     def __init__(
         self, state_root: Path, *, transport: httpx.AsyncBaseTransport | None = None,
         registries: RegistryConfig | None = None, auth: AuthConfig | None = None,
-        progress: ProgressFn | None = None, concurrency: int = 4, retries: int = 4,
+        progress: ProgressFn | None = None, concurrency: int = 6, retries: int = 4,
         backoff: float = 0.25, unpack: bool = True, images: ImageStore | None = None,
     ) -> None:
         self.state_root = Path(state_root)
@@ -176,6 +186,8 @@ class Puller:
         self.images = images or ImageStore(self.state_root)
         self.content: ContentStore = self.images.content
         self.login: Credentials | None = None
+        self.snap: Any = None
+        self.server: Any = None
 
     def credentials(self, host: str) -> Credentials | None:
         if self.login is not None:
@@ -219,6 +231,9 @@ class Puller:
             raise (definitive or errors)[0] if definitive else errors[-1]
         finally:
             os.close(fd)
+            if self.server is not None:
+                self.server.close()
+                self.server = None
 
     async def _pull_from(self, s: _Session, ref: reference.Reference, want: reg.Platform, *, explicit: bool) -> ImageRecord:
         where = str(ref)
@@ -243,6 +258,8 @@ class Puller:
             if isinstance(parsed, reg.Index):
                 raise RegistryError(f"{where}: nested image indexes are not supported")
         self.emit(Progress(ref.familiar(), "resolved", 0, len(parsed.layers)))
+        if self.unpack and self.server is None and not all(self.content.has(x.digest, x.size) for x in parsed.layers):
+            self.server = start_server()  # warms up while the config is fetched
         cfg_desc = parsed.config
         if cfg_desc.size > MAX_CONFIG:
             raise RegistryError(f"{where}: image config too large ({cfg_desc.size} bytes)")
@@ -261,10 +278,11 @@ class Puller:
         if len(diff_ids) != len(parsed.layers):
             raise RegistryError(f"{where}: config lists {len(diff_ids)} layers but the manifest has {len(parsed.layers)}")
         sem = trio.Semaphore(self.concurrency)
+        plans = self._stream_plans(diff_ids) if self.unpack else [None] * len(diff_ids)
         try:
             async with trio.open_nursery() as nursery:
-                for layer in parsed.layers:
-                    nursery.start_soon(self._layer, s, ref, layer, sem)
+                for layer, plan in zip(parsed.layers, plans, strict=True):
+                    nursery.start_soon(self._layer, s, ref, layer, sem, plan)
         except BaseExceptionGroup as group:
             raise _first_user_error(group) from None
         self.content.write_blob(body, digest)
@@ -292,45 +310,80 @@ class Puller:
             for x in todo:
                 trio.from_thread.run_sync(self.emit, Progress(_short(x.digest), "extracting", x.size, x.size))
 
-        chain = await trio.to_thread.run_sync(unpack_layers, self.state_root, self.content, layers, announce)
+        chain = await trio.to_thread.run_sync(unpack_layers, self.state_root, self.content, layers, announce, self.server)
         for x in missing:
             self.emit(Progress(_short(x.digest), "extracted", x.size, x.size))
         return chain
 
-    async def _layer(self, s: _Session, ref: reference.Reference, d: reg.Descriptor, sem: trio.Semaphore) -> None:
-        sid = _short(d.digest)
-        async with sem:
-            while True:
-                if self.content.has(d.digest, d.size):
-                    self.emit(Progress(sid, "exists", d.size, d.size))
-                    return
-                ing = self.content.try_ingest(d.digest, d.size)
-                if ing is not None:
-                    break
-                self.emit(Progress(sid, "waiting", 0, d.size))  # another pull is downloading it
-                await trio.sleep(0.05)
-            try:
-                if self.content.has(d.digest, d.size):
-                    self.emit(Progress(sid, "exists", d.size, d.size))
-                    return
-                urls = [reg.blob_request(s.base, ref.path, d.digest).url, *d.urls]
-                for i, url in enumerate(urls):
-                    try:
-                        await self.retrying(lambda url=url: self._download(s, url, d, ing), f"{ref}: layer {sid}")  # type: ignore[misc]
-                        break
-                    except NotFoundError:
-                        if i == len(urls) - 1:
-                            raise
-                self.emit(Progress(sid, "verifying", d.size, d.size))
-                try:
-                    await trio.to_thread.run_sync(ing.commit)
-                except ContentError as exc:
-                    raise RegistryError(f"{ref}: layer {sid}: {exc} (registry {s.display}); nothing was stored")
-                self.emit(Progress(sid, "downloaded", d.size, d.size))
-            finally:
-                ing.close()
+    def _stream_plans(self, diff_ids: list[str]) -> list[LayerPlan | None]:
+        """For each layer not unpacked yet: its chain, diff ID and parent, to unpack while downloading."""
+        from stackd.engine.snapshots import Snapshotter
 
-    async def _download(self, s: _Session, url: str, d: reg.Descriptor, ing: Any) -> None:
+        self.snap = Snapshotter(self.state_root / "snapshots", server=self.server)
+        chains = chain_ids(diff_ids)
+        return [None if self.snap.has(c) else LayerPlan(c, diff_ids[i], chains[i - 1] if i else None)
+                for i, c in enumerate(chains)]
+
+    async def _layer(self, s: _Session, ref: reference.Reference, d: reg.Descriptor,
+                     sem: trio.Semaphore, plan: LayerPlan | None = None) -> None:
+        streamer: LiveUnpack | None = None
+        try:
+            async with sem:  # a download slot: the unpack may finish after giving it back
+                streamer = await self._fetch(s, ref, d, plan)
+            if streamer is not None and streamer.live:
+                # The blob is verified: the layer unpacked from the same bytes may be committed.
+                sid = _short(d.digest)
+                self.emit(Progress(sid, "extracting", d.size, d.size))
+                await streamer.finish()
+                self.emit(Progress(sid, "extracted", d.size, d.size))
+        finally:
+            if streamer is not None:
+                streamer.abort()
+
+    async def _fetch(self, s: _Session, ref: reference.Reference, d: reg.Descriptor,
+                     plan: LayerPlan | None) -> LiveUnpack | None:
+        """Download and commit one blob (unless stored), unpacking it on the way per `plan`."""
+        sid = _short(d.digest)
+        while True:
+            if self.content.has(d.digest, d.size):
+                self.emit(Progress(sid, "exists", d.size, d.size))
+                return None
+            ing = self.content.try_ingest(d.digest, d.size)
+            if ing is not None:
+                break
+            self.emit(Progress(sid, "waiting", 0, d.size))  # another pull is downloading it
+            await trio.sleep(0.05)
+        streamer: LiveUnpack | None = None
+        try:
+            if self.content.has(d.digest, d.size):
+                self.emit(Progress(sid, "exists", d.size, d.size))
+                return None
+            if plan is not None and ing.offset == 0:
+                streamer = LiveUnpack.start(self.snap, plan, d)
+            urls = [reg.blob_request(s.base, ref.path, d.digest).url, *d.urls]
+            for i, url in enumerate(urls):
+                try:
+                    await self.retrying(lambda url=url: self._download(s, url, d, ing, streamer), f"{ref}: layer {sid}")  # type: ignore[misc]
+                    break
+                except NotFoundError:
+                    if i == len(urls) - 1:
+                        raise
+            self.emit(Progress(sid, "verifying", d.size, d.size))
+            try:
+                await trio.to_thread.run_sync(ing.commit)
+            except ContentError as exc:
+                raise RegistryError(f"{ref}: layer {sid}: {exc} (registry {s.display}); nothing was stored")
+            self.emit(Progress(sid, "downloaded", d.size, d.size))
+            return streamer
+        except BaseException:
+            if streamer is not None:
+                streamer.abort()
+            raise
+        finally:
+            ing.close()
+
+    async def _download(self, s: _Session, url: str, d: reg.Descriptor, ing: Any,
+                        streamer: LiveUnpack | None = None) -> None:
         assert s.client is not None
         offset = ing.offset
         if offset >= d.size:
@@ -357,6 +410,8 @@ class Puller:
                 except ContentError as exc:
                     ing.reset()
                     raise RegistryError(f"layer {sid}: {exc} (registry {s.display}); nothing was stored")
+                if streamer is not None:
+                    await streamer.feed(chunk, ing.offset)
                 self.emit(Progress(sid, "downloading", ing.offset, d.size))
         if ing.offset < d.size:
             raise _Retry(f"stream ended after {ing.offset} of {d.size} bytes")

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from typing import BinaryIO
+from typing import Any, BinaryIO
+
+gzlib: Any
+try:  # ISA-L inflates gzip about twice as fast as zlib
+    from isal import isal_zlib as gzlib
+except ImportError:  # pragma: no cover
+    gzlib = zlib
+GZ_ERRORS: tuple[type[Exception], ...] = (zlib.error, gzlib.error)
 
 CHUNK = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
@@ -40,12 +47,17 @@ class LayerStream:
         self.total = 0
         self.hasher = hashlib.sha256()
         head = raw.read(CHUNK)
+        while head and len(head) < len(ZSTD_MAGIC):  # a pipe may return a few bytes at a time
+            more = raw.read(CHUNK)
+            if not more:
+                break
+            head += more
         self.kind = sniff(head, media_type)
         self._pending = head  # compressed input not yet fed
         self._zreader = None
-        self._gz: zlib._Decompress | None = None
+        self._gz: Any = None
         if self.kind == "gzip":
-            self._gz = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            self._gz = gzlib.decompressobj(16 + zlib.MAX_WBITS)
         elif self.kind == "zstd":
             import io
 
@@ -61,7 +73,7 @@ class LayerStream:
         n = max(1, min(n, 4 * CHUNK))
         try:
             out = self._read(n)
-        except zlib.error as e:
+        except GZ_ERRORS as e:
             raise LayerFormatError(f"invalid gzip data: {e}") from None
         except LimitExceeded:
             raise
@@ -98,7 +110,7 @@ class LayerStream:
                         return b""
                 if not rest.startswith(GZIP_MAGIC[:1]):
                     raise LayerFormatError("trailing garbage after gzip stream")
-                self._gz = gz = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                self._gz = gz = gzlib.decompressobj(16 + zlib.MAX_WBITS)
                 self._pending = rest
             data = gz.unconsumed_tail or self._pending
             self._pending = b""
@@ -106,9 +118,9 @@ class LayerStream:
                 data = self.raw.read(CHUNK)
                 if not data:
                     raise LayerFormatError("truncated gzip stream")
-            out = gz.decompress(data, n)
-            if out:
-                return out
+            got: bytes = gz.decompress(data, n)
+            if got:
+                return got
 
     def drain(self) -> None:
         """Read (and hash) the rest of the stream, e.g. the padding after the tar end marker."""

@@ -22,6 +22,7 @@ from stackd.engine.unpack_files import (
     set_xattrs,
     write_file,
 )
+from stackd.engine.unpack_header import FastTarInfo
 from stackd.engine.unpack_stream import ForwardReader, LayerFormatError, LimitExceeded
 
 WH = b".wh."
@@ -53,7 +54,7 @@ class Applier:
     def run(self) -> Counts:
         try:
             tf = tarfile.open(fileobj=self.stream, mode="r:",  # type: ignore[call-overload]  # noqa: SIM115
-                              errors="surrogateescape")
+                              errors="surrogateescape", tarinfo=FastTarInfo)
         except tarfile.ReadError as e:
             raise LayerFormatError(f"not a tar stream: {e}") from None
         c = self.counts.c
