@@ -69,7 +69,7 @@ _NOUN = ("hopper", "turing", "lovelace", "ritchie", "thompson", "knuth", "curie"
 class ContainerManager(ContainerOps):
     """Containers of one state root and run root, driven through per-container shims."""
 
-    def __init__(self, state_root: Path, run_root: Path, *, runtime: str = "runc",
+    def __init__(self, state_root: Path, run_root: Path, *, runtime: str = "stackd-runtime",
                  cgroup_parent: str = "/stackd", images: Any = None, snapshots: Any = None,
                  net: Any = None, volumes: Any = None) -> None:
         self.state_root = Path(state_root)
