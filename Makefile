@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 # Host packages the engine and the tests use (Debian 12).
 APT_PACKAGES := runc crun skopeo umoci docker-registry busybox-static iptables nftables \
-	debootstrap libseccomp2 iproute2 openssl apache2-utils curl tini gcc libc6-dev
+	debootstrap libseccomp2 iproute2 openssl apache2-utils curl tini gcc libc6-dev procps util-linux
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
