@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable
 
 from stackd.errors import Position, SpecError
+from stackd.spec.source import read_text
 
 Lookup = Callable[[str], str | None]
 
@@ -166,15 +167,6 @@ def parse_dotenv(
 
 def read_dotenv(path: str, lookup: Lookup | None = None, into: dict[str, str] | None = None) -> dict[str, str]:
     """Read and parse one env file; a missing or unreadable file is a SpecError naming it."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except FileNotFoundError:
-        raise SpecError(f"couldn't find env file: {path}") from None
-    except IsADirectoryError:
-        raise SpecError(f"{path} is a directory, not an env file") from None
-    except UnicodeDecodeError as exc:
-        raise SpecError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot read: {exc.strerror}") from None
+    text = read_text(path, path, missing=f"couldn't find env file: {path}",
+                     directory=f"{path} is a directory, not an env file", encoding="utf-8")
     return parse_dotenv(text, path, lookup, into)

@@ -322,25 +322,28 @@ def parse_yaml(text: str, file: str) -> Any:
 
 def read_file(path: str, display: str | None = None) -> Any:
     """Read and parse a YAML file; `-` reads standard input. Errors name the file."""
-    name = display or path
-    try:
-        if path == "-":
-            import sys
+    if path == "-":
+        import sys
 
-            text = sys.stdin.read()
-            name = display or "<stdin>"
-        else:
-            with open(path, encoding="utf-8-sig") as fh:
-                text = fh.read()
+        return parse_yaml(sys.stdin.read(), display or "<stdin>")
+    name = display or path
+    text = read_text(path, name, missing=f"{name}: no such file", directory=f"{name}: is a directory, not a stack file")
+    return parse_yaml(text, name)
+
+
+def read_text(path: str, name: str, *, missing: str, directory: str, encoding: str = "utf-8-sig") -> str:
+    """A file's text; every way reading it fails becomes one SpecError naming the file."""
+    try:
+        with open(path, encoding=encoding) as fh:
+            return fh.read()
     except FileNotFoundError:
-        raise SpecError(f"{name}: no such file") from None
+        raise SpecError(missing) from None
     except IsADirectoryError:
-        raise SpecError(f"{name}: is a directory, not a stack file") from None
+        raise SpecError(directory) from None
     except UnicodeDecodeError as exc:
         raise SpecError(f"{name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
         raise SpecError(f"{name}: cannot read: {exc.strerror}") from None
-    return parse_yaml(text, name)
 
 
 def plain(tree: Any) -> Any:
