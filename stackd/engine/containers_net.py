@@ -11,10 +11,8 @@ container stops, so a stopped container holds no host port. `none` is a netns wi
 from __future__ import annotations
 
 import dataclasses
-import errno
 import json
 import os
-import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,31 +39,18 @@ def _is_netns(path: Path) -> bool:
 
 
 def create_netns(path: Path) -> None:
-    """A new network namespace bind-mounted on `path`, loopback up (unshare(1) does both)."""
+    """A new network namespace bind-mounted on `path`, loopback up (in-process: no fork, no exec)."""
+    from stackd.net import linux_ns
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch()
-    res = subprocess.run(["unshare", f"--net={path}", "ip", "link", "set", "lo", "up"],
-                         capture_output=True, check=False)
-    if res.returncode != 0 or not _is_netns(path):
-        delete_netns(path)
-        raise EngineError(f"cannot create the network namespace {path}: "
-                          f"{res.stderr.decode(errors='replace').strip() or 'unshare failed'}")
+    linux_ns.create_netns(str(path))
 
 
 def delete_netns(path: Path) -> None:
-    from stackd.engine import mounts
+    """Unmount and remove the netns file (the kernel deletes its links with the namespace)."""
+    from stackd.net import linux_ns
 
-    for _ in range(4):
-        try:
-            mounts.unmount(path, detach=True)
-        except OSError as exc:
-            if exc.errno in (errno.EINVAL, errno.ENOENT):
-                break
-            raise
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
+    linux_ns.delete_netns(str(path))
 
 
 def owner_of(mgr: ContainerManager, mode: str) -> str:

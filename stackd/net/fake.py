@@ -93,6 +93,24 @@ class FakeKernel:
         if peer is not None:
             self.links.pop(("", peer.master), None)
 
+    def links_wait_gone(self, names: list[str], timeout: float) -> list[str]:
+        return [n for n in names if ("", n) in self.links]
+
+    def netns_create(self, path: str) -> None:
+        self.calls.append(("netns_create", path))
+        if not path.startswith("/") or path.endswith("/"):
+            raise NetKernelError(f"network namespace {path}: creating the mount point: "
+                                 "No such file or directory (ENOENT)")
+        self.netns_paths.add(path)
+
+    def netns_delete(self, path: str) -> None:
+        self.calls.append(("netns_delete", path))
+        self.netns_paths.discard(path)
+        for key, link in list(self.links.items()):
+            if link.netns == path:
+                del self.links[key]
+                self.links.pop(("", link.master), None)
+
     def host_routes(self) -> list[str]:
         return list(self.routes)
 

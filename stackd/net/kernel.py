@@ -46,6 +46,17 @@ class Kernel(Protocol):
     def ns_link_delete(self, netns_path: str, name: str) -> None:
         """Delete a link inside a netns (its peer in the host goes with it)."""
 
+    def links_wait_gone(self, names: list[str], timeout: float) -> list[str]:
+        """Wait until these host links are gone (the kernel deletes a dropped netns's veth pairs
+        asynchronously); return those still there after `timeout` seconds."""
+
+    # network namespaces bind-mounted on files
+    def netns_create(self, path: str) -> None:
+        """A new netns mounted on `path` (the file is created if missing) with loopback up."""
+
+    def netns_delete(self, path: str) -> None:
+        """Unmount and remove `path` (missing is fine); its links go with the netns."""
+
     def host_routes(self) -> list[str]:
         """Every IPv4/IPv6 route destination of the host's main table, as CIDRs."""
 

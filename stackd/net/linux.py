@@ -1,4 +1,4 @@
-"""The real `Kernel`: netlink through pyroute2, sysctls through /proc/sys, nftables through `nft -j`."""
+"""The real `Kernel`: netlink through pyroute2 (and raw sockets in a netns), sysctls, nftables via libnftables."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from typing import Any
 from stackd.net.kernel import NetKernelError, NsLink
 
 IFA_F_NODAD = 0x02
-_ns_lock = threading.Lock()  # setns is per thread, but pyroute2's socket setup is not re-entrant
 
 
 def _err(step: str, obj: str, exc: BaseException) -> NetKernelError:
@@ -29,6 +28,9 @@ class LinuxKernel:
 
     def __init__(self) -> None:
         self._ipr: Any = None
+        self._bridges: dict[str, int] = {}
+        self._forward_s: list[str] | None = None
+        self._nft_ctx: Any = None
 
     @property
     def ipr(self) -> Any:
@@ -39,39 +41,37 @@ class LinuxKernel:
         return self._ipr
 
     def close(self) -> None:
+        if self._nft_ctx is not None:
+            lib = _libnft()
+            if lib is not None:
+                with _nft_lock:
+                    lib.nft_ctx_free(self._nft_ctx)
+            self._nft_ctx = None
         if self._ipr is not None:
             self._ipr.close()
             self._ipr = None
-
-    @contextlib.contextmanager
-    def _in_netns(self, path: str) -> Iterator[Any]:
-        """An IPRoute whose netlink socket lives in the netns at `path`."""
-        from pyroute2 import IPRoute, netns
-
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            with _ns_lock:
-                netns.pushns(fd)
-                try:
-                    ipr = IPRoute()
-                    ipr.get_links()  # the socket binds inside the namespace now
-                finally:
-                    netns.popns()
-        finally:
-            os.close(fd)
-        try:
-            yield ipr
-        finally:
-            ipr.close()
 
     def _index(self, name: str) -> int | None:
         found = self.ipr.link_lookup(ifname=name)
         return found[0] if found else None
 
+    def _bridge_index(self, name: str, *, fresh: bool = False) -> int | None:
+        """The bridge's ifindex, remembered between attaches (refreshed when a call fails)."""
+        if fresh or name not in self._bridges:
+            idx = self._index(name)
+            if idx is None:
+                self._bridges.pop(name, None)
+                return None
+            self._bridges[name] = idx
+        return self._bridges[name]
+
     def link_exists(self, name: str) -> bool:
+        if os.path.isdir("/sys/class/net"):  # a stat, not a netlink round trip
+            return os.path.lexists(f"/sys/class/net/{name}")
         return self._index(name) is not None
 
     def bridge_create(self, name: str, mtu: int, addresses: tuple[str, ...]) -> None:
+        self._bridges.pop(name, None)
         try:
             idx = self._index(name)
             if idx is None:
@@ -94,6 +94,7 @@ class LinuxKernel:
             raise _err("creating bridge", name, exc)
 
     def link_delete(self, name: str) -> None:
+        self._bridges.pop(name, None)
         idx = self._index(name)
         if idx is None:
             return
@@ -106,57 +107,68 @@ class LinuxKernel:
     def veth_create(
         self, host_name: str, bridge: str, netns_path: str, link: NsLink, *, hairpin: bool = True
     ) -> None:
-        br = self._index(bridge)
-        if br is None:
+        """One netlink request makes the pair (host end enslaved and up, peer created in the
+        netns); one batch over a socket in the netns addresses, routes and sets it up."""
+        from stackd.net import linux_ns
+
+        if self._bridge_index(bridge) is None:
             raise NetKernelError(f"attaching {host_name}: bridge {bridge} does not exist")
         try:
-            fd = os.open(netns_path, os.O_RDONLY)
+            fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
             raise _err("opening netns", netns_path, exc)
         try:
             peer: dict[str, Any] = {"ifname": link.name, "net_ns_fd": fd, "mtu": link.mtu}
             if link.mac:
                 peer["address"] = link.mac
-            self.ipr.link("add", ifname=host_name, kind="veth", mtu=link.mtu, peer=peer)
-        except Exception as exc:
-            raise _err("creating veth", f"{host_name} in {netns_path}", exc)
+            for fresh in (False, True):
+                br = self._bridge_index(bridge, fresh=fresh)
+                if br is None:
+                    raise NetKernelError(f"attaching {host_name}: bridge {bridge} does not exist")
+                try:
+                    self.ipr.link("add", ifname=host_name, kind="veth", mtu=link.mtu, master=br,
+                                  state="up", peer=peer)
+                    break
+                except Exception as exc:
+                    if fresh or getattr(exc, "code", None) == errno.EEXIST:
+                        raise _err("creating veth", f"{host_name} in {netns_path}", exc)
+            try:
+                if hairpin:
+                    with open(f"/sys/class/net/{host_name}/brport/hairpin_mode", "w") as f:
+                        f.write("1")
+                with linux_ns.rtnl_in_fd(fd) as nl:
+                    linux_ns.configure(nl, link.name, link.addresses, link.gateways)
+            except Exception as exc:
+                self.link_delete(host_name)
+                raise _err("configuring veth", f"{host_name}/{link.name} in {netns_path}", exc)
         finally:
             os.close(fd)
-        try:
-            idx = self._index(host_name)
-            self.ipr.link("set", index=idx, master=br, state="up")
-            if hairpin:
-                with open(f"/sys/class/net/{host_name}/brport/hairpin_mode", "w") as f:
-                    f.write("1")
-            with self._in_netns(netns_path) as nipr:
-                lo = nipr.link_lookup(ifname="lo")
-                if lo:
-                    nipr.link("set", index=lo[0], state="up")
-                cidx = nipr.link_lookup(ifname=link.name)[0]
-                for cidr in link.addresses:
-                    addr, _, plen = cidr.partition("/")
-                    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
-                    kw = {"flags": IFA_F_NODAD} if family == socket.AF_INET6 else {}
-                    nipr.addr("add", index=cidx, address=addr, prefixlen=int(plen), family=family,
-                              **kw)
-                nipr.link("set", index=cidx, state="up")
-                for gw in link.gateways:
-                    family = socket.AF_INET6 if ":" in gw else socket.AF_INET
-                    dst = "::/0" if family == socket.AF_INET6 else "0.0.0.0/0"
-                    with _ignore(errno.EEXIST):
-                        nipr.route("add", dst=dst, gateway=gw, family=family)
-        except Exception as exc:
-            self.link_delete(host_name)
-            raise _err("configuring veth", f"{host_name}/{link.name} in {netns_path}", exc)
 
     def ns_link_delete(self, netns_path: str, name: str) -> None:
-        if not os.path.exists(netns_path):
+        from stackd.net import linux_ns
+
+        try:
+            with linux_ns.rtnl_in(netns_path) as nl:
+                linux_ns.delete_link(nl, name)
+        except FileNotFoundError:
             return
-        with self._in_netns(netns_path) as nipr:
-            found = nipr.link_lookup(ifname=name)
-            if found:
-                with _ignore(errno.ENODEV):
-                    nipr.link("del", index=found[0])
+        except OSError as exc:
+            raise _err("deleting link", f"{name} in {netns_path}", exc)
+
+    def links_wait_gone(self, names: list[str], timeout: float) -> list[str]:
+        from stackd.net import linux_ns
+
+        return linux_ns.wait_links_gone(names, timeout)
+
+    def netns_create(self, path: str) -> None:
+        from stackd.net import linux_ns
+
+        linux_ns.create_netns(path)
+
+    def netns_delete(self, path: str) -> None:
+        from stackd.net import linux_ns
+
+        linux_ns.delete_netns(path)
 
     def host_routes(self) -> list[str]:
         out = []
@@ -185,42 +197,92 @@ class LinuxKernel:
         except OSError as exc:
             raise _err("setting sysctl", key, exc)
 
-    def _nft(self, payload: dict[str, Any] | None, *args: str) -> str:
-        proc = subprocess.run(
-            ["nft", "-j", *args], input=json.dumps(payload) if payload is not None else None,
-            capture_output=True, text=True, check=False,
-        )
+    def _nft(self, payload: dict[str, Any]) -> None:
+        """Run JSON nftables commands through libnftables in-process (`nft -j -f -` without it)."""
+        text = json.dumps(payload)
+        lib = _libnft()
+        if lib is not None:
+            with _nft_lock:
+                if self._nft_ctx is None:
+                    self._nft_ctx = lib.nft_ctx_new(0)
+                    lib.nft_ctx_output_set_flags(self._nft_ctx, 1 << 4)  # NFT_CTX_OUTPUT_JSON
+                    lib.nft_ctx_buffer_output(self._nft_ctx)
+                    lib.nft_ctx_buffer_error(self._nft_ctx)
+                rc = lib.nft_run_cmd_from_buffer(self._nft_ctx, text.encode())
+                err = (lib.nft_ctx_get_error_buffer(self._nft_ctx) or b"").decode(errors="replace")
+                lib.nft_ctx_get_output_buffer(self._nft_ctx)  # drop what a command printed
+            if rc != 0:
+                raise NetKernelError(f"nft: {err.strip() or 'failed'}")
+            return
+        proc = subprocess.run(["nft", "-j", "-f", "-"], input=text, capture_output=True, text=True,
+                              check=False)
         if proc.returncode != 0:
-            raise NetKernelError(f"nft {' '.join(args)}: {proc.stderr.strip()}")
-        return proc.stdout
+            raise NetKernelError(f"nft: {proc.stderr.strip()}")
 
     def nft_apply(self, commands: list[dict[str, Any]]) -> None:
-        self._nft({"nftables": commands}, "-f", "-")
+        self._nft({"nftables": commands})
 
     def nft_table_exists(self, family: str, name: str) -> bool:
-        proc = subprocess.run(["nft", "list", "table", family, name], capture_output=True, check=False)
-        return proc.returncode == 0
+        try:
+            self._nft({"nftables": [{"list": {"table": {"family": family, "name": name}}}]})
+        except NetKernelError:
+            return False
+        return True
 
     def nft_delete_table(self, family: str, name: str) -> None:
         if self.nft_table_exists(family, name):
-            self._nft({"nftables": [{"delete": {"table": {"family": family, "name": name}}}]}, "-f", "-")
+            self._nft({"nftables": [{"delete": {"table": {"family": family, "name": name}}}]})
 
     def _iptables_s(self) -> list[str]:
         proc = subprocess.run(["iptables", "-w", "-S", "FORWARD"], capture_output=True, text=True, check=False)
         return proc.stdout.splitlines() if proc.returncode == 0 else []
 
     def forward_policy_drops(self) -> bool:
-        return any(line.split()[:3] in (["-P", "FORWARD", "DROP"],) for line in self._iptables_s() if line)
+        """Lists the chain once; the `iptables_forward_rules` call that follows reuses it."""
+        self._forward_s = lines = self._iptables_s()
+        return any(line.split()[:3] == ["-P", "FORWARD", "DROP"] for line in lines if line)
 
     def iptables_forward_rules(self) -> list[list[str]]:
         import shlex
 
-        return [shlex.split(line) for line in self._iptables_s() if line.startswith("-A FORWARD")]
+        lines, self._forward_s = self._forward_s, None
+        if lines is None:
+            lines = self._iptables_s()
+        return [shlex.split(line) for line in lines if line.startswith("-A FORWARD")]
 
     def iptables(self, args: list[str]) -> None:
+        self._forward_s = None
         proc = subprocess.run(["iptables", "-w", *args], capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise NetKernelError(f"iptables {' '.join(args)}: {proc.stderr.strip()}")
+
+
+_nft_lock = threading.Lock()  # a libnftables context is not thread-safe
+_nft_lib: list[Any] = []
+
+
+def _libnft() -> Any:
+    """libnftables through ctypes (None when the library is not installed)."""
+    if not _nft_lib:
+        import ctypes
+
+        try:
+            lib: Any = ctypes.CDLL("libnftables.so.1")
+        except OSError:
+            lib = None
+        if lib is not None:
+            vp = ctypes.c_void_p
+            lib.nft_ctx_new.restype = vp
+            lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
+            for fn in ("nft_ctx_buffer_output", "nft_ctx_buffer_error", "nft_ctx_free"):
+                getattr(lib, fn).argtypes = [vp]
+            lib.nft_ctx_output_set_flags.argtypes = [vp, ctypes.c_uint]
+            lib.nft_run_cmd_from_buffer.argtypes = [vp, ctypes.c_char_p]
+            for fn in ("nft_ctx_get_error_buffer", "nft_ctx_get_output_buffer"):
+                getattr(lib, fn).restype = ctypes.c_char_p
+                getattr(lib, fn).argtypes = [vp]
+        _nft_lib.append(lib)
+    return _nft_lib[0]
 
 
 @contextlib.contextmanager

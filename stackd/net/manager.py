@@ -378,14 +378,7 @@ class NetManager:
 
     def _await_gone(self, links: list[str], timeout: float = 2.0) -> None:
         """Wait for links the kernel deletes with their netns; delete the stragglers."""
-        deadline = time.monotonic() + timeout
-        delay = 0.002
-        while links and time.monotonic() < deadline:
-            links = [n for n in links if self.kernel.link_exists(n)]
-            if links:
-                time.sleep(delay)
-                delay = min(delay * 2, 0.05)
-        for name in links:
+        for name in self.kernel.links_wait_gone(links, timeout):
             self.kernel.link_delete(name)
 
     @contextlib.contextmanager
@@ -446,10 +439,20 @@ class NetManager:
                     return
             except FileNotFoundError:
                 pass
-        with contextlib.suppress(FileNotFoundError):
-            keyfile.unlink()  # unknown while applying: a failure leaves the next call to retry
-        nat.apply(self.kernel, nets, dnats, self.table)
+        # iptables' FORWARD accepts depend on the networks only: listed when those change
+        fkey = json.dumps([self.table, [asdict(n) for n in nets]])
+        ffile = self.dir / "forward.key"
+        try:
+            forward = force or ffile.read_text() != fkey
+        except FileNotFoundError:
+            forward = True
+        for f in (keyfile, ffile) if forward else (keyfile,):
+            with contextlib.suppress(FileNotFoundError):
+                f.unlink()  # unknown while applying: a failure leaves the next call to retry
+        nat.apply(self.kernel, nets, dnats, self.table, forward=forward)
         _atomic_write(keyfile, key, durable=False)
+        if forward:
+            _atomic_write(ffile, fkey, durable=False)
 
     def _dns_config(self, st: State) -> dict[str, Any]:
         nets = []

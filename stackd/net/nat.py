@@ -168,9 +168,11 @@ def sync_forward_accepts(
 
 
 def apply(
-    kernel: Kernel, networks: Sequence[NatNetwork], dnats: Sequence[Dnat], table: str = TABLE
+    kernel: Kernel, networks: Sequence[NatNetwork], dnats: Sequence[Dnat], table: str = TABLE,
+    *, forward: bool = True,
 ) -> None:
-    """Make the kernel match the records: sysctls, the stackd table, FORWARD accepts."""
+    """Make the kernel match the records: sysctls, the stackd table, and (with `forward`, when
+    the networks changed) the FORWARD accepts."""
     v4, v6 = forwarding_needed(networks)
     if v4 and kernel.sysctl_get("net/ipv4/ip_forward") != "1":
         kernel.sysctl_set("net/ipv4/ip_forward", "1")
@@ -182,4 +184,5 @@ def apply(
             if kernel.sysctl_get(key) not in (None, "1"):
                 kernel.sysctl_set(key, "1")
     kernel.nft_apply(ruleset(networks, dnats, table))
-    sync_forward_accepts(kernel, networks, table)
+    if forward:
+        sync_forward_accepts(kernel, networks, table)
