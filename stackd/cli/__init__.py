@@ -48,6 +48,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "wait": ("stackd.cli.stack_ops:wait", "Wait for the services' containers to stop."),
     "ls": ("stackd.cli.stack_ls:ls", "List the stacks and their status."),
     "events": ("stackd.cli.stack_ls:events", "Stream the stack's container events."),
+    "daemon": ("stackd.daemon.command:daemon", "Keep the engine warm behind a socket (commands run in forked workers)."),
 }
 
 
