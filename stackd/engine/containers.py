@@ -298,7 +298,7 @@ class ContainerManager(ContainerOps):
                     self.bundle_dir(cid) / "rootfs"):
                 self._build_bundle(rec)
             containers_net.publish(self, rec)
-            self._drop_shim(cid)
+            self._drop_shim(cid, rec.runtime)
             hc = cfg.effective_healthcheck()
             restart = cfg.restart.name + (f":{cfg.restart.max_retries}"
                                           if cfg.restart.name == "on-failure" and cfg.restart.max_retries else "")
@@ -318,7 +318,7 @@ class ContainerManager(ContainerOps):
             try:
                 client = start_shim(str(self.shim_dir(cid)), shim_cfg)
             except ShimError as exc:
-                self._drop_shim(cid)
+                self._drop_shim(cid, rec.runtime)
                 containers_net.unpublish(self, cid)
                 self.store.update(cid, error=str(exc), exit_code=127 if "not found" in str(exc) or
                                   "no such file" in str(exc).lower() else 126)
@@ -337,7 +337,7 @@ class ContainerManager(ContainerOps):
 
         return ShimClient(str(self.shim_dir(cid)))
 
-    def _drop_shim(self, cid: str) -> None:
+    def _drop_shim(self, cid: str, runtime: str | None = None) -> None:
         """End a shim left over from a previous run and remove its directory."""
         from stackd.engine.shim.client import ShimError, probe
 
@@ -355,8 +355,8 @@ class ContainerManager(ContainerOps):
             from stackd.engine.containers_restore import _wait_gone
 
             _wait_gone(status.shim_pid)  # it may still write its last files
-        if status.container != "missing":
-            self.runtime().delete(cid)
+        if status.container != "missing":  # (probe: "missing" without a runtime call if its state is gone)
+            self.runtime(runtime).delete(cid)
         shutil.rmtree(d, ignore_errors=True)
 
     def stop(self, text: str, *, timeout: float | None = None, signal: str | int | None = None) -> ContainerRecord:
@@ -447,7 +447,7 @@ class ContainerManager(ContainerOps):
         """Free everything a container holds except its record (idempotent; used by restore too)."""
         from stackd.engine import containers_net, containers_volumes, mounts
 
-        self._drop_shim(cid)
+        self._drop_shim(cid, runtime)
         rt = self.runtime(runtime)
         if os.path.exists(os.path.join(rt.root, cid)) and rt.state(cid) is not None:
             rt.kill_all(cid, 9)

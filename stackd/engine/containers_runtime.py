@@ -7,6 +7,7 @@ does not serve and for cleaning up after a crash. The runtime is chosen by name 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -62,7 +63,19 @@ class Runtime:
             raise EngineError(f"{self.name} {args[0]} failed: {msg}")
         return res
 
+    @property
+    def library(self) -> bool:
+        """Our own runtime: its verbs may run in-process (`runtime.api`, no interpreter start)."""
+        return os.path.basename(self.path) == "stackd-runtime"
+
     def state(self, cid: str) -> dict[str, object] | None:
+        if self.library:
+            from stackd.engine.runtime import api
+
+            try:
+                return api.state(self.root, cid)
+            except Exception:  # unknown to the runtime (or unreadable), as the CLI's failure
+                return None
         res = self.run("state", cid, check=False)
         if res.returncode != 0:
             return None
@@ -79,9 +92,23 @@ class Runtime:
         self.run("resume", cid)
 
     def delete(self, cid: str) -> None:
+        """`delete --force`, best effort (nothing to delete is not an error here)."""
+        if self.library:
+            from stackd.engine.runtime import api
+
+            if os.path.isdir(os.path.join(self.root, cid)):
+                with contextlib.suppress(Exception):
+                    api.delete(self.root, cid, force=True, warn=_quiet)
+            return
         self.run("delete", "--force", cid, check=False)
 
     def kill_all(self, cid: str, sig: int = 9) -> None:
+        if self.library:
+            from stackd.engine.runtime import api
+
+            with contextlib.suppress(Exception):
+                api.kill(self.root, cid, sig, all_processes=True)
+            return
         self.run("kill", "--all", cid, str(sig), check=False)
 
     def ps(self, cid: str) -> list[int]:
@@ -101,6 +128,10 @@ class Runtime:
         except ValueError:
             return []
         return [str(i.get("id")) for i in items if isinstance(i, dict)]
+
+
+def _quiet(_msg: str) -> None:
+    """The runtime's warnings from an in-process call (the CLI's stderr is not shown either)."""
 
 
 # --- cgroups ----------------------------------------------------------------------------------

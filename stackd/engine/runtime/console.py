@@ -12,10 +12,14 @@ TIOCSWINSZ = 0x5414
 
 
 def connect(path: str) -> object:
-    """A connected unix stream socket; long paths go through /proc/self/fd of an O_PATH dir fd."""
+    """A connected unix stream socket; long paths go through /proc/self/fd of an O_PATH dir fd, and
+    `@name` is the abstract socket `name` (as runc, through Go's net package, reads it)."""
     import socket
 
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    if path.startswith("@"):
+        sock.connect("\0" + path[1:])
+        return sock
     path = os.path.abspath(path)
     if len(os.fsencode(path)) < 100:
         sock.connect(path)

@@ -7,6 +7,10 @@ tiny ``BOOT`` snippet; ``python -S -m stackd.engine.shim`` works too.
 subreaper (``prctl(PR_SET_CHILD_SUBREAPER)``, kept across exec) and execs a fresh interpreter
 with ``serve``, so ctypes never weighs on the long-lived shim; the parent exits at once, so the
 shim is reparented away from the engine. ``serve`` writes ``shim.pid`` and runs the loop.
+
+``adopt DIR READY_FD PID IN OUT ERR MASTER STARTED`` is the fast path for stackd-runtime
+(``shim.adopt``): the engine's detached fork already is the subreaper, made the container
+in-process (its init is our child) and exec'd this stage with the container's stdio fds.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ def _spawn(directory: str, ready_fd: int) -> None:
     os.execv(sys.executable, command(sys.executable, "serve", directory, ready_fd))
 
 
-def _serve(directory: str, ready_fd: int) -> None:
+def _serve(directory: str, ready_fd: int, adopted: list[str] | None = None) -> None:
     from stackd.engine.shim.proc import write_atomic
     from stackd.engine.shim.server import Shim
 
@@ -50,16 +54,28 @@ def _serve(directory: str, ready_fd: int) -> None:
         shim = Shim(directory)
     except Exception as exc:
         os.write(ready_fd, f"error: shim config: {exc}\n".encode())
+        if adopted:  # the container exists already: do not leave it behind
+            os.kill(int(adopted[0]), 9)
         raise
-    shim.serve(ready_fd)
+    if adopted is None:
+        shim.serve(ready_fd)
+        return
+    pid, in_fd, out_fd, err_fd, master, started = (int(a) for a in adopted)
+    shim.serve(ready_fd, (pid, in_fd, out_fd, err_fd, master, bool(started)))
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3 or argv[0] not in ("spawn", "serve"):
-        sys.stderr.write("usage: stackd.engine.shim spawn|serve DIR READY_FD\n")
+    if not (
+        (len(argv) == 3 and argv[0] in ("spawn", "serve"))
+        or (len(argv) == 9 and argv[0] == "adopt")
+    ):
+        sys.stderr.write("usage: stackd.engine.shim spawn|serve|adopt DIR READY_FD [...]\n")
         return 2
-    verb, directory, ready = argv
-    (_spawn if verb == "spawn" else _serve)(directory, int(ready))
+    verb, directory, ready = argv[:3]
+    if verb == "spawn":
+        _spawn(directory, int(ready))
+    else:
+        _serve(directory, int(ready), argv[3:] if verb == "adopt" else None)
     return 0
 
 

@@ -81,16 +81,34 @@ def start_shim(
 ) -> ShimClient:
     """Start a detached shim for ``config`` in ``directory``; return once the container runs.
 
+    With stackd-runtime a fork of this process creates the container in-process and becomes
+    the shim (``adopt``); other runtimes go through ``spawn`` → ``serve`` → the runtime's CLI.
     Raises ShimError with the runtime's message if the container cannot be created or started.
     """
     os.makedirs(directory, mode=0o700, exist_ok=True)
     with open(os.path.join(directory, "shim.json"), "w") as f:
         json.dump(config.to_json(), f)
-    r, w = os.pipe2(os.O_CLOEXEC)
     env = dict(os.environ)
     env["PYTHONPATH"] = PACKAGE_ROOT
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # compiling at every start costs time and RSS
     env.update(LC_ALL="C", PYTHONCOERCECLOCALE="0")  # no locale archive mapped: -128 kB RSS
+    from stackd.engine.shim import adopt
+
+    if adopt.applies(config):  # our runtime: created in-process by a fork of ours (adopt.py)
+        answer = adopt.start(directory, config, python or shim_python(), env, timeout)
+    else:
+        answer = _spawn_shim(directory, python or shim_python(), env, timeout)
+    if answer != "ok":
+        detail = answer.removeprefix("error: ") or _tail(os.path.join(directory, "shim.log"))
+        raise ShimError(
+            f"container {config.id}: starting the shim failed: {detail or 'no reason given'}"
+        )
+    return ShimClient(directory)
+
+
+def _spawn_shim(directory: str, python: str, env: dict[str, str], timeout: float) -> str:
+    """The general path: ``spawn`` → ``serve``, which runs the runtime's CLI."""
+    r, w = os.pipe2(os.O_CLOEXEC)
     log = os.open(
         os.path.join(directory, "shim.log"),
         os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
@@ -98,7 +116,7 @@ def start_shim(
     )
     try:
         proc = subprocess.Popen(
-            command(python or shim_python(), "spawn", directory, w),
+            command(python, "spawn", directory, w),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
@@ -112,28 +130,24 @@ def start_shim(
         os.close(log)
     try:
         proc.wait(timeout)
-        answer = _read_all(r, timeout).decode("utf-8", "replace").strip()
+        return read_answer(r, timeout)
     finally:
         os.close(r)
-    if answer != "ok":
-        detail = answer.removeprefix("error: ") or _tail(os.path.join(directory, "shim.log"))
-        raise ShimError(
-            f"container {config.id}: starting the shim failed: {detail or 'no reason given'}"
-        )
-    return ShimClient(directory)
 
 
-def _read_all(fd: int, timeout: float) -> bytes:
+def read_answer(fd: int, timeout: float) -> str:
+    """The shim's answer on the ready pipe: "ok", or up to EOF (a container may hold the pipe)."""
     deadline = time.monotonic() + timeout
     buf = b""
-    while True:
+    while not buf.startswith(b"ok\n"):
         left = deadline - time.monotonic()
         if left <= 0 or not select.select([fd], [], [], left)[0]:
             raise ShimError("timed out waiting for the shim to start the container")
         chunk = os.read(fd, 4096)
         if not chunk:
-            return buf
+            break
         buf += chunk
+    return buf.decode("utf-8", "replace").strip()
 
 
 def _tail(path: str, n: int = 2000) -> str:
@@ -393,7 +407,8 @@ def probe(shim_dir: str) -> ShimStatus:
         pass
     alive = pid > 0 and _is_shim(pid, shim_dir)
     container, cpid = "missing", 0
-    if cfg.get("id"):
+    root = cfg.get("runtime_root")
+    if cfg.get("id") and not (root and not os.path.isdir(os.path.join(str(root), str(cfg["id"])))):
         argv = [str(cfg.get("runtime") or "runc")]
         if cfg.get("runtime_root"):
             argv += ["--root", str(cfg["runtime_root"])]
@@ -427,7 +442,7 @@ def _is_shim(pid: int, shim_dir: str) -> bool:
     except OSError:
         return False
     return (
-        b"serve" in args
+        (b"serve" in args or b"adopt" in args)
         and os.fsencode(shim_dir) in args
         and any(b"stackd.engine.shim" in a for a in args)
     )

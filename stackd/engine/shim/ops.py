@@ -260,7 +260,8 @@ def op_shutdown(shim: Shim, conn: Conn, req_id: int, msg: dict[str, object]) -> 
     if shim.restart_timer is not None:
         shim.timers.cancel(shim.restart_timer)
         shim.restart_timer = None
-    shim.runtime.delete(shim.id, force=True)
+    if shim.runtime.knows(shim.id):  # container_exited deleted it already, as a rule
+        shim.runtime.delete(shim.id, force=True)
     shim.done = True
     return None
 

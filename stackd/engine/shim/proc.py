@@ -7,6 +7,7 @@ short outputs.
 
 from __future__ import annotations
 
+import _signal
 import _socket
 import _struct
 import os
@@ -163,7 +164,10 @@ def unix_address(path: str) -> tuple[str, int]:
 
 
 class Runtime:
-    """The OCI runtime's command line (runc, crun, stackd-runtime): argv builders and calls."""
+    """The OCI runtime's command line (runc, crun, stackd-runtime): argv builders and calls.
+
+    For stackd-runtime, start/kill/delete run its library in a forked child (``forked``).
+    """
 
     def __init__(
         self,
@@ -174,6 +178,9 @@ class Runtime:
         extra: list[str] | None = None,
     ) -> None:
         self.base = [binary]
+        self.root = root
+        # our own runtime: its verbs run as a library in a forked child (no interpreter start)
+        self.library = os.path.basename(binary) == "stackd-runtime" and bool(root) and not extra
         if root:
             self.base += ["--root", root]
         if log:
@@ -216,13 +223,57 @@ class Runtime:
         return rc, self.error_text(err or out)
 
     def start(self, cid: str) -> tuple[int, str]:
+        if self.library:
+            return self.forked("start", cid)
         return self.call("start", cid)
 
     def kill(self, cid: str, sig: int, all_processes: bool = False) -> tuple[int, str]:
+        if self.library:
+            return self.forked("kill", cid, sig, all_processes)
         return self.call("kill", *(["--all"] if all_processes else []), cid, str(sig))
 
     def delete(self, cid: str, force: bool = False) -> tuple[int, str]:
+        if self.library:
+            return self.forked("delete", cid, force)
         return self.call("delete", *(["--force"] if force else []), cid)
+
+    def forked(self, verb: str, cid: str, *args: object) -> tuple[int, str]:
+        """``stackd.engine.runtime.api.<verb>(root, cid, *args)`` in a forked child.
+
+        The runtime's code runs without an interpreter start of its own, and the shim never
+        imports it (its RSS stays small): only the short-lived child does. Returns (exit code,
+        error text), the text being what the CLI would have logged.
+        """
+        r, w = pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child's coverage is not collected
+            code = 1
+            try:
+                import gc
+
+                gc.disable()
+                _signal.set_wakeup_fd(-1)
+                from stackd.engine.runtime import api
+
+                try:
+                    getattr(api, verb)(self.root, cid, *args)
+                    code = 0
+                except BaseException as exc:
+                    os.write(w, str(api.translate(cid, verb, exc)).encode("utf-8", "replace"))
+            finally:
+                os._exit(code)
+        os.close(w)
+        out = bytearray()
+        try:
+            while chunk := os.read(r, 65536):
+                out += chunk
+        finally:
+            os.close(r)
+        return waitpid_blocking(pid), out.decode("utf-8", "replace")
+
+    def knows(self, cid: str) -> bool:
+        """False when the runtime has no state for ``cid`` (its ``<root>/<id>`` directory is gone)."""
+        return not self.root or os.path.isdir(os.path.join(self.root, cid))
 
     def state(self, cid: str) -> dict[str, object] | None:
         """The runtime's ``state`` JSON, or None when the container is unknown to it."""

@@ -7,7 +7,8 @@ the pty master received on the console socket), writes the json-file log, record
 ``<runtime> exec``, and serves ``shim.sock`` (0600). Stop (signal, grace period, SIGKILL) is
 implemented here, so it completes even if the engine goes away. Files in the shim directory:
 ``shim.json`` (config, written by the client), ``shim.pid``, ``shim.sock``, ``state.json``,
-``init.pid``, ``runtime.log``.
+``init.pid``, ``runtime.log``. With stackd-runtime the first run is ``adopt``ed: the engine's
+detached fork made the container in-process (``adopt.py``) and exec'd us with its stdio.
 """
 
 from __future__ import annotations
@@ -192,15 +193,9 @@ class Shim:
                 )
             with open(pid_file) as f:
                 self.pid = int(f.read().strip() or 0)
-            for fd in main.out_fds:
-                set_nonblocking(fd)
-                self.register(fd, IN, self.on_output)
-            if main.stdin_fd >= 0 and main.master < 0:
-                set_nonblocking(main.stdin_fd)
+            self._watch(main)
             if self.defer_start:  # start_on_attach: the first attach (or start) starts it
-                self.defer_start = False
-                self.pending_start = True
-                self.save()
+                self._created()
                 return
             self.start_created()
         except BaseException:
@@ -212,6 +207,44 @@ class Shim:
             if listener is not None:
                 listener.close()
 
+    def adopt(
+        self, pid: int, in_fd: int, out_fd: int, err_fd: int, master: int, started: bool
+    ) -> None:
+        """Take over a container the engine's fork of us made in-process (``adopt`` stage).
+
+        Its init ``pid`` is our child; the fds are its stdio (-1: none), inherited across exec.
+        """
+        main = self.main = Session(0, tty=self.tty)
+        for fd in (in_fd, out_fd, err_fd, master):
+            if fd >= 0:
+                os.set_inheritable(fd, False)
+        if master >= 0:
+            main.out_fds = {master: P.STDOUT}
+            main.stdin_fd = main.master = master
+        else:
+            main.out_fds = {fd: s for fd, s in ((out_fd, P.STDOUT), (err_fd, P.STDERR)) if fd >= 0}
+            main.stdin_fd = in_fd
+        self.pid = pid
+        self._watch(main)
+        if started:
+            self.defer_start = False
+            self._running()
+        else:
+            self._created()
+
+    def _watch(self, main: Session) -> None:
+        for fd in main.out_fds:
+            set_nonblocking(fd)
+            self.register(fd, IN, self.on_output)
+        if main.stdin_fd >= 0 and main.master < 0:
+            set_nonblocking(main.stdin_fd)
+
+    def _created(self) -> None:
+        """Created, not started: the first attach (or start) starts it (start_on_attach)."""
+        self.defer_start = False
+        self.pending_start = True
+        self.save()
+
     def start_created(self) -> None:
         """Start the created container (``runtime start``); raise ShimError on failure."""
         self.pending_start = False
@@ -219,6 +252,10 @@ class Shim:
         if rc != 0:
             self.runtime.delete(self.id, force=True)
             raise ShimError(f"{self.runtime.base[0]} start failed: {err}")
+        self._running()
+
+    def _running(self) -> None:
+        self.pending_start = False
         self.status = RUNNING
         self.exit_code = None
         self.oom = False
@@ -437,8 +474,8 @@ class Shim:
             elif isinstance(owner, Session):
                 owner.process_exited(self, code)
 
-    def serve(self, ready_fd: int) -> None:
-        """Start the container, report readiness on ``ready_fd``, then loop until shutdown."""
+    def serve(self, ready_fd: int, adopted: tuple[int, int, int, int, int, bool] | None = None) -> None:
+        """Start (or ``adopt``) the container, report readiness on ``ready_fd``, loop until shutdown."""
         sig_r, sig_w = pipe()
         set_nonblocking(sig_r)
         set_nonblocking(sig_w)
@@ -451,7 +488,10 @@ class Shim:
         listener = _listen(sock_path)
         self.register(listener.fileno(), IN, lambda fd, ev: self.accept(listener))
         try:
-            self.launch()
+            if adopted is not None:
+                self.adopt(*adopted)
+            else:
+                self.launch()
         except ShimError as exc:
             self.error = str(exc)
             self.status = EXITED

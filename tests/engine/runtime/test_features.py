@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import threading
 from pathlib import Path
@@ -87,15 +88,20 @@ def test_user_namespace_maps(runtime, bundle):
     assert out.split() == ["0", "100000", "65536", "0", "100000", "65536", "0"]
 
 
-def test_console_socket_gets_pty_master(runtime, bundle, tmp_path):
-    # a long socket path (> 108 bytes) must work: runc connects through /proc/self/fd
-    d = tmp_path / ("x" * 100)
-    d.mkdir()
-    path = str(d / "console.sock")
+@pytest.mark.parametrize("abstract", [False, True], ids=["long-path", "abstract"])
+def test_console_socket_gets_pty_master(runtime, bundle, tmp_path, abstract):
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    dfd = os.open(d, os.O_PATH)
-    srv.bind(f"/proc/self/fd/{dfd}/console.sock")
-    os.close(dfd)
+    if abstract:  # `@name`: the abstract socket name, as runc reads it (stackd's old shim passes these)
+        name = f"stackd-test-console-{os.getpid()}-{secrets.token_hex(4)}"
+        srv.bind("\0" + name)
+        path = "@" + name
+    else:  # a long socket path (> 108 bytes) must work: runc connects through /proc/self/fd
+        d = tmp_path / ("x" * 100)
+        d.mkdir()
+        path = str(d / "console.sock")
+        dfd = os.open(d, os.O_PATH)
+        srv.bind(f"/proc/self/fd/{dfd}/console.sock")
+        os.close(dfd)
     srv.listen(1)
     got: dict[str, object] = {}
 
