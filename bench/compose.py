@@ -6,7 +6,10 @@ All tools start with the image present (pre-pulled). Prints medians in seconds, 
 docker-compose, and the targets (every phase <= 0.25x docker-compose, no-op < 0.15 s, N=50 no
 worse than linear in N).
 
-Usage: .venv/bin/python bench/compose.py [-n 10 -n 50] [--rounds R] [--tools stackd,docker-compose,podman-compose]
+Usage: .venv/bin/python bench/compose.py [-n 10 -n 50] [--rounds R]
+       [--tools stackd,stackd-embedded,docker-compose,podman-compose]
+`stackd` runs its commands through `stackd daemon` (started on the benchmark's roots, as
+docker-compose talks to a running dockerd); `stackd-embedded` runs the same without the daemon.
 stackd runs on throwaway state/run roots with its own nftables table, link prefix, address pool and
 cgroup parent; `image: busybox` resolves through a docker.io mirror on 127.0.0.1:5055 (the peers use
 127.0.0.1:5055/library/busybox:latest, which setup-peers.sh pulled). Everything created is removed,
@@ -32,6 +35,8 @@ STACKD = os.path.join(os.path.dirname(sys.executable), "stackd")
 PEER_IMAGE = "127.0.0.1:5055/library/busybox:latest"
 PODMAN_COMPOSE = os.environ.get("PODMAN_COMPOSE", "/tmp/anchors/pcvenv/bin/podman-compose")
 PHASES = ("up", "noop", "change", "down")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from stackd_daemon import stackd_daemon  # noqa: E402
 
 
 def stack_yaml(n: int, image: str, mark: str) -> str:
@@ -67,7 +72,7 @@ def one_round(tool: Tool, n: int, workdir: Path, rnd: int) -> dict[str, float]:
     d = workdir / f"{tool.name}-{n}-{rnd}"
     d.mkdir()
     file = d / "stack.yaml"
-    project = f"bench{rnd}n{n}{tool.name.split('-')[0][:2]}"
+    project = f"bench{rnd}n{n}{''.join(w[0] for w in tool.name.split('-'))}"
     file.write_text(stack_yaml(n, tool.image, "a"))
     out: dict[str, float] = {}
     try:
@@ -178,7 +183,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, action="append", help="services per stack (repeatable; default 10 and 50)")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--tools", default="stackd,docker-compose,podman-compose")
+    ap.add_argument("--tools", default="stackd,stackd-embedded,docker-compose,podman-compose")
     ap.add_argument("--runtime", default=None, help="stackd's runtime (default: stackd's default)")
     args = ap.parse_args()
     ns = args.n or [10, 50]
@@ -187,8 +192,10 @@ def main() -> None:
     tag = "bc" + secrets.token_hex(2)
     senv = stackd_env(tmp, tag, args.runtime)
     tools: list[Tool] = []
-    if "stackd" in wanted:
+    if "stackd" in wanted:  # through `stackd daemon`, as docker-compose goes through dockerd
         tools.append(Tool("stackd", [STACKD], "busybox", senv))
+    if "stackd-embedded" in wanted:  # the same, with no daemon: every command starts from cold
+        tools.append(Tool("stackd-embedded", [STACKD], "busybox", dict(senv, STACKD_NO_DAEMON="1")))
     if "docker-compose" in wanted and shutil.which("docker-compose"):
         tools.append(Tool("docker-compose", ["docker-compose"], PEER_IMAGE, dict(os.environ)))
     if "podman-compose" in wanted and os.access(PODMAN_COMPOSE, os.X_OK):
@@ -197,9 +204,12 @@ def main() -> None:
         n: {t.name: {p: [] for p in PHASES} for t in tools} for n in ns}
     work = tmp / "stacks"
     work.mkdir()
+    daemon = contextlib.ExitStack()
     try:
+        if any(t.name == "stackd" for t in tools):
+            daemon.enter_context(stackd_daemon(senv, str(tmp / "daemon.log")))
         for t in tools:  # every tool starts with the image present
-            if t.name == "stackd":
+            if t.name.startswith("stackd"):
                 subprocess.run([STACKD, "image", "pull", "-q", "busybox"], check=True, env=senv,
                                stdout=subprocess.DEVNULL)
             else:
@@ -218,7 +228,8 @@ def main() -> None:
                     print(f"N={n} round {rnd} {t.name:15} " + " ".join(f"{p}={r[p]:.3f}" for p in PHASES),
                           file=sys.stderr, flush=True)
     finally:
-        if any(t.name == "stackd" for t in tools):
+        daemon.close()
+        if any(t.name.startswith("stackd") for t in tools):
             stackd_clean(tmp, senv)
         shutil.rmtree(tmp, ignore_errors=True)
     median_table(results)

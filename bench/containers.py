@@ -2,7 +2,9 @@
 50 detached containers started one after another, and the RSS of the per-container shim
 (stackd's shim vs containerd-shim-runc-v2 and conmon) with 20 containers running.
 
-Usage: .venv/bin/python bench/containers.py [-n N] [--runtime R] [--skip-peers]. The busybox image
+Usage: .venv/bin/python bench/containers.py [-n N] [--runtime R] [--skip-peers]. stackd runs
+through `stackd daemon` on the benchmark's roots (docker has dockerd running), and again
+embedded (no daemon: every command starts from cold). The busybox image
 comes from the registry on 127.0.0.1:5055 (docker and podman have it pulled as
 127.0.0.1:5055/library/busybox:latest; stackd pulls `busybox` through a docker.io mirror there).
 Prints medians in ms, ratios to docker, and shim RSS in MB. Targets: run --rm ≤ 0.5× docker; shim ≤ 10 MB.
@@ -11,6 +13,7 @@ Prints medians in ms, ratios to docker, and shim RSS in MB. Targets: run --rm �
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -22,6 +25,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STACKD = os.path.join(os.path.dirname(sys.executable), "stackd")
 PEER_IMAGE = "127.0.0.1:5055/library/busybox:latest"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from stackd_daemon import stackd_daemon  # noqa: E402
 
 
 def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
@@ -105,13 +110,17 @@ def main() -> None:
            "STACKD_CGROUP_PARENT": f"/stackd-bench-{os.getpid()}",
            "STACKD_NET_LINK_PREFIX": "sbench", "STACKD_NET_TABLE": "stackd_bench"}
     subprocess.run([STACKD, "image", "pull", "-q", "busybox"], check=True, env=env, stdout=subprocess.DEVNULL)
-    tools = [Tool(f"stackd ({args.runtime})", [STACKD, "container"], "busybox", env)]
+    daemon = contextlib.ExitStack()
+    daemon.enter_context(stackd_daemon(env, os.path.join(tmp, "daemon.log")))
+    tools = [Tool(f"stackd ({args.runtime})", [STACKD, "container"], "busybox", env),
+             Tool("stackd embedded", [STACKD, "container"], "busybox", dict(env, STACKD_NO_DAEMON="1"))]
     if not args.skip_peers:
         for name in ("docker", "podman"):
             if shutil.which(name):
                 tools.append(Tool(name, [name], PEER_IMAGE))
     shims = {
         tools[0].name: lambda c: b"stackd.engine.shim" in c and tmp.encode() in c,
+        tools[1].name: lambda c: b"stackd.engine.shim" in c and tmp.encode() in c,
         "docker": lambda c: c.startswith(b"/usr/bin/containerd-shim-runc-v2") or b"containerd-shim-runc-v2\0" in c,
         "podman": lambda c: c.split(b"\0")[0].endswith(b"conmon"),
     }
@@ -132,6 +141,7 @@ def main() -> None:
         for t in tools:
             t.remove(50, "bench50-")
             t.remove(20, "bench20-")
+        daemon.close()
         remove_networks(f"{tmp}/state", env)
         shutil.rmtree(tmp, ignore_errors=True)
         for ctrl in os.listdir("/sys/fs/cgroup"):  # the (now empty) cgroup parent

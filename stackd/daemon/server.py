@@ -21,7 +21,7 @@ import struct
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from stackd.daemon import wire
 from stackd.errors import StackdError
@@ -39,7 +39,7 @@ class Session:
 
     conn: socket.socket
     pid: int = 0
-    pending: list[int] = field(default_factory=list)
+    refusal: str = ""  # why this peer may not run commands
 
 
 def peer_credentials(conn: socket.socket) -> tuple[int, int, int]:
@@ -200,15 +200,12 @@ class Server:
             except OSError as exc:
                 self.log(f"accept: {exc}")
                 return
-            pid, uid, gid = peer_credentials(conn)
-            if not self.allowed(pid, uid, gid):
-                self.log(f"refused pid {pid} uid {uid}: not root, not in the socket's group")
-                with contextlib.suppress(OSError):
-                    wire.send(conn, {"error": f"permission denied: uid {uid} may not use {self.path}"})
-                conn.close()
-                continue
             conn.setblocking(False)
             session = Session(conn)
+            pid, uid, gid = peer_credentials(conn)
+            if not self.allowed(pid, uid, gid):  # answered once its request is in (see _start)
+                self.log(f"refused pid {pid} uid {uid}: not root, not in the socket's group")
+                session.refusal = f"permission denied: uid {uid} may not use {self.path}"
             self.sessions[conn.fileno()] = session
             self.sel.register(conn, selectors.EVENT_READ, session)
 
@@ -232,6 +229,13 @@ class Server:
 
     def _start(self, session: Session, request: dict[str, object] | None, fds: list[int]) -> None:
         """Check the request and fork its worker (the descriptors are the worker's)."""
+        if session.refusal:  # after the request, so the client reads the answer before the close
+            for fd in fds:
+                os.close(fd)
+            with contextlib.suppress(OSError):
+                wire.send(session.conn, {"error": session.refusal})
+            self._drop(session)
+            return
         try:
             reason = self._refusal(request, fds)
             if reason is not None:
