@@ -1,9 +1,10 @@
 """Load all of stackd once, so every forked worker starts with nothing left to import.
 
 Every module of the package is imported (with the third-party libraries they use: click,
-pydantic, trio, networkx, httpx, pyroute2, yaml), the pydantic models are built, and the
-collected objects are frozen out of the garbage collector's reach, so a worker's first
-collections do not touch (and copy) the daemon's pages. Nothing here opens a file, a socket or a
+pydantic, trio, networkx, httpx, pyroute2, yaml), the pydantic models' validators are built, the
+modules' `warm_up()` functions fill their first-use caches, and the collected objects are frozen
+out of the garbage collector's reach, so a worker's first collections do not touch (and copy)
+the daemon's pages. Nothing here opens a file, a socket or a
 thread that a worker would inherit.
 """
 
@@ -44,6 +45,42 @@ def preload(warn: Callable[[str], None] | None = None) -> int:
         except Exception as exc:  # an optional dependency missing: that command pays the import
             if warn:
                 warn(f"preloading {name}: {exc}")
+    _build_models(warn)
+    _warm_up(warn)
     gc.collect()
     gc.freeze()
     return loaded
+
+
+def _warm_up(warn: Callable[[str], None] | None) -> None:
+    """Call every stackd module's `warm_up()`: first-use caches a worker would otherwise fill (they
+    open no file, socket or thread)."""
+    import sys
+
+    for name, module in sorted(sys.modules.items()):
+        fn = getattr(module, "warm_up", None) if name.startswith("stackd.") else None
+        if callable(fn):
+            try:
+                fn()
+            except Exception as exc:
+                if warn:
+                    warn(f"warming up {name}: {exc}")
+
+
+def _build_models(warn: Callable[[str], None] | None) -> None:
+    """Build the validators of stackd's pydantic models now (they are deferred to first use, which
+    would cost every `up` ~0.1 s)."""
+    import sys
+
+    from pydantic import BaseModel
+
+    for name, module in list(sys.modules.items()):
+        if not name.startswith("stackd."):
+            continue
+        for obj in list(vars(module).values()):
+            if isinstance(obj, type) and issubclass(obj, BaseModel) and obj.__module__ == name:
+                try:
+                    obj.model_rebuild()
+                except Exception as exc:  # a model only some path completes: it builds on first use
+                    if warn:
+                        warn(f"building {name}.{obj.__name__}: {exc}")

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,33 +90,56 @@ def config_to_json(cfg: ContainerConfig) -> str:
     return json.dumps(dataclasses.asdict(cfg), sort_keys=True)
 
 
-_HINTS: dict[type, dict[str, Any]] = {}
+_CONVERTERS: dict[Any, Callable[[Any], Any]] = {}
 
 
-def _build(tp: Any, v: Any) -> Any:
-    if v is None:
-        return None
+def _identity(v: Any) -> Any:
+    return v
+
+
+def _converter(tp: Any) -> Callable[[Any], Any]:
+    """JSON value → value of type `tp` (dataclasses rebuilt, lists to tuples), compiled once per type."""
+    conv = _CONVERTERS.get(tp)
+    if conv is None:
+        conv = _CONVERTERS[tp] = _compile(tp)
+    return conv
+
+
+def _compile(tp: Any) -> Callable[[Any], Any]:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _build(args[0], v) if len(args) == 1 else v
+        return _converter(args[0]) if len(args) == 1 else _identity
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        hints = _HINTS.get(tp)
-        if hints is None:
-            hints = _HINTS[tp] = typing.get_type_hints(tp)
-        return tp(**{f.name: _build(hints[f.name], v[f.name]) for f in dataclasses.fields(tp) if f.name in v})
+        hints = typing.get_type_hints(tp)
+        fields = [(f.name, _converter(hints[f.name])) for f in dataclasses.fields(tp)]
+
+        def build(v: Any) -> Any:
+            return None if v is None else tp(**{n: c(v[n]) for n, c in fields if n in v})
+        return build
     if origin is tuple:
         targs = typing.get_args(tp)
-        return tuple(_build(targs[0] if targs else Any, x) for x in v)
+        item = _converter(targs[0]) if targs else _identity
+        if item is _identity:
+            return lambda v: None if v is None else tuple(v)
+        return lambda v: None if v is None else tuple(item(x) for x in v)
     if origin in (dict, Mapping, typing.Mapping) or tp in (dict, Mapping):
-        return dict(v)
-    return v
+        return lambda v: None if v is None else dict(v)
+    return _identity
+
+
+def warm_up() -> None:
+    """Compile the ContainerConfig decoder now (the daemon calls this once, so its workers do not
+    each resolve the type hints on their first record)."""
+    from stackd.engine.container_config import ContainerConfig
+
+    _converter(ContainerConfig)
 
 
 def config_from_json(text: str) -> ContainerConfig:
     from stackd.engine.container_config import ContainerConfig
 
-    cfg = _build(ContainerConfig, json.loads(text))
+    cfg = _converter(ContainerConfig)(json.loads(text))
     assert isinstance(cfg, ContainerConfig)
     return cfg
 
@@ -244,9 +268,9 @@ class QuickContainer:
     live: bool  # status "running" confirmed by the shim's state file and a living shim process
 
 
-def quick_view(state_root: Path, run_root: Path, refs: Iterable[str] = ()) -> tuple[
+def quick_view(state_root: Path, run_root: Path, refs: Iterable[str] = (), *, stack: str | None = None) -> tuple[
         list[QuickContainer], dict[str, str]] | None:
-    """Every container (also those being created or removed) and the image IDs of `refs` that are in the store,
+    """Every container (of `stack` if given; also those being created or removed) and the image IDs of `refs` that are in the store,
     read from one read-only SQLite connection and the shims' state files: no migration, no
     ContainerConfig decoding, no shim socket. None when there is no database yet or it cannot
     be read (callers then take the slow path)."""
@@ -271,21 +295,25 @@ def quick_view(state_root: Path, run_root: Path, refs: Iterable[str] = ()) -> tu
     finally:
         conn.close()
     out = []
-    for cid, name, status, code, labels in rows:
-        live = status == st.RUNNING and _shim_running(Path(run_root) / "shims" / cid)
-        out.append(QuickContainer(cid, name, status, code, json.loads(labels or "{}"), live))
+    shims = os.path.join(run_root, "shims")
+    for cid, name, status, code, text in rows:
+        labels = json.loads(text or "{}")
+        if stack is not None and labels.get("io.stackd.stack") != stack:
+            continue
+        live = status == st.RUNNING and _shim_running(os.path.join(shims, cid))
+        out.append(QuickContainer(cid, name, status, code, labels, live))
     return out, images
 
 
-def _shim_running(d: Path) -> bool:
+def _shim_running(d: str) -> bool:
     """The shim's state.json says running and its process (with this directory in its argv) lives."""
     try:
-        with open(d / "state.json") as f:
-            state = json.load(f)
-        with open(d / "shim.pid") as f:
+        with open(os.path.join(d, "state.json"), "rb") as f:
+            state = json.loads(f.read())
+        with open(os.path.join(d, "shim.pid"), "rb") as f:
             pid = int(f.read().strip() or 0)
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            alive = str(d).encode() in f.read()
+            alive = os.fsencode(d) in f.read()
     except (OSError, ValueError):
         return False
     return alive and isinstance(state, dict) and state.get("status") == "running"

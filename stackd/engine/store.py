@@ -105,6 +105,12 @@ class Store:
 
     def _migrate(self) -> None:
         conn = self.conn()
+        try:  # the usual case, read-only: every migration is in (no write lock taken)
+            done = {row[0] for row in conn.execute("SELECT id FROM schema_migrations")}
+            if all(m.id in done for m in self._migrations):
+                return
+        except sqlite3.OperationalError:
+            pass  # a new database
         conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (id INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
         )

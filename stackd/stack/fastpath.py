@@ -69,7 +69,7 @@ def noop(project: Any, state_root: Path, run_root: Path) -> list[tuple[str, str]
         if ref is None or policy not in ("missing", "if_not_present", "never"):
             return None
         refs[s] = ref
-    view = quick_view(state_root, run_root, set(refs.values()))
+    view = quick_view(state_root, run_root, set(refs.values()), stack=name)
     if view is None:
         return None
     containers, image_ids = view
