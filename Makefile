@@ -24,8 +24,12 @@ $(VENV)/bin/stackd: pyproject.toml
 	@touch $@
 
 # Byte-compile once: start-up time is a feature, and PYTHONDONTWRITEBYTECODE may be set.
+# The shims run on the distribution's python3 (3.11 on Debian 12, for their small RSS): compile
+# what they import for it too, or each shim's first start compiles (and weighs more).
 compile: $(VENV)/bin/stackd
 	$(VENV)/bin/python -m compileall -q stackd >/dev/null
+	/usr/bin/python3 -m compileall -q stackd/__init__.py stackd/errors.py stackd/engine/__init__.py \
+		stackd/engine/shim stackd/engine/runtime >/dev/null
 
 # The end-to-end tests of examples/ need the example images built (cached; they serve them from
 # registries of their own).

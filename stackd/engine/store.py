@@ -57,6 +57,20 @@ MIGRATIONS: list[Migration] = [
 ]
 
 
+_WRITER_LOCKS: dict[str, threading.RLock] = {}
+_WRITER_LOCKS_GUARD = threading.Lock()
+
+
+def _writer_lock(path: Path) -> threading.RLock:
+    """The lock this process's writers of database `path` take turns on."""
+    key = str(path)
+    with _WRITER_LOCKS_GUARD:
+        lock = _WRITER_LOCKS.get(key)
+        if lock is None:
+            lock = _WRITER_LOCKS[key] = threading.RLock()
+        return lock
+
+
 class Store:
     """One state database; `conn()` is this thread's connection, `tx()` a write transaction."""
 
@@ -83,15 +97,20 @@ class Store:
 
     @contextlib.contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
-        """A short write transaction (BEGIN IMMEDIATE … COMMIT, rolled back on error)."""
+        """A short write transaction (BEGIN IMMEDIATE … COMMIT, rolled back on error).
+
+        Threads of one process take turns on a lock first: SQLite's own busy handler, which
+        other processes still meet, waits by sleeping (up to 100 ms a round), a lock wakes the
+        next writer at once."""
         conn = self.conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        with _writer_lock(self.path):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

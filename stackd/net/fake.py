@@ -153,6 +153,15 @@ class FakeKernel:
     def iptables_forward_rules(self) -> list[list[str]]:
         return [list(r) for r in self.forward_rules]
 
+    def iptables_batch(self, commands: list[list[str]]) -> None:
+        saved = [list(r) for r in self.forward_rules]
+        try:
+            for args in commands:
+                self.iptables(args)
+        except NetKernelError:
+            self.forward_rules = saved  # all or none, as iptables-restore
+            raise
+
     def iptables(self, args: list[str]) -> None:
         self.calls.append(("iptables", list(args)))
         op, chain, *rest = args

@@ -82,3 +82,6 @@ class Kernel(Protocol):
 
     def iptables(self, args: list[str]) -> None:
         """Run one iptables(-nft) command (e.g. `-I FORWARD ...`, `-D FORWARD ...`)."""
+
+    def iptables_batch(self, commands: list[list[str]]) -> None:
+        """Run filter-table commands in order, all or none (one `iptables-restore --noflush`)."""

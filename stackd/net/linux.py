@@ -256,6 +256,23 @@ class LinuxKernel:
         if proc.returncode != 0:
             raise NetKernelError(f"iptables {' '.join(args)}: {proc.stderr.strip()}")
 
+    def iptables_batch(self, commands: list[list[str]]) -> None:
+        if not commands:
+            return
+        self._forward_s = None
+        text = "*filter\n" + "".join(" ".join(_restore_word(a) for a in c) + "\n" for c in commands) + "COMMIT\n"
+        proc = subprocess.run(["iptables-restore", "-w", "--noflush"], input=text, capture_output=True,
+                              text=True, check=False)
+        if proc.returncode != 0:
+            raise NetKernelError(f"iptables-restore: {proc.stderr.strip()} (commands: {text.strip()!r})")
+
+
+def _restore_word(arg: str) -> str:
+    """`arg` as iptables-restore reads it (double quotes around anything but plain words)."""
+    if arg and all(ch.isalnum() or ch in "_.:,/!=+-" for ch in arg):
+        return arg
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
 
 _nft_lock = threading.Lock()  # a libnftables context is not thread-safe
 _nft_lib: list[Any] = []
@@ -283,6 +300,11 @@ def _libnft() -> Any:
                 getattr(lib, fn).argtypes = [vp]
         _nft_lib.append(lib)
     return _nft_lib[0]
+
+
+def warm_up() -> None:
+    """Load libnftables now (`stackd daemon` calls this once; dlopen leaves no descriptor open)."""
+    _libnft()
 
 
 @contextlib.contextmanager

@@ -158,13 +158,10 @@ def sync_forward_accepts(
             comment = rule[rule.index("--comment") + 1]
             if comment.startswith(f"{table}:"):
                 have[comment] = rule
-    for comment, rule in have.items():
-        if comment not in want:
-            kernel.iptables(["-D", "FORWARD", *rule[2:]])
-    for comment, match in want.items():
-        if comment not in have:
-            kernel.iptables(["-I", "FORWARD", "1", *match, "-m", "comment", "--comment", comment,
-                             "-j", "ACCEPT"])
+    commands = [["-D", "FORWARD", *rule[2:]] for comment, rule in have.items() if comment not in want]
+    commands += [["-I", "FORWARD", "1", *match, "-m", "comment", "--comment", comment, "-j", "ACCEPT"]
+                 for comment, match in want.items() if comment not in have]
+    kernel.iptables_batch(commands)  # one iptables-restore, not one iptables per rule
 
 
 def apply(
