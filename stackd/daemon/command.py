@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import sys
 import time
 
@@ -41,6 +42,25 @@ def _detach(log_path: str, sock: str) -> None:
     os.close(null)
 
 
+def _start_launcher(runs: str) -> subprocess.Popen[bytes] | None:
+    """The shim launcher beside the daemon (workers fall back to forking shims themselves)."""
+    from stackd.engine.shim import launcher
+
+    path = os.path.join(runs, launcher.SOCKET_NAME)
+    proc = subprocess.Popen([sys.executable, "-c", launcher.BOOT, path], stdin=subprocess.DEVNULL,
+                            start_new_session=True, cwd="/")
+    deadline = time.monotonic() + 10
+    while not os.path.exists(path):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            _log("the shim launcher did not start: workers fork shims themselves")
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            return None
+        time.sleep(0.01)
+    return proc
+
+
 @click.command("daemon")
 @click.option("--group", metavar="GROUP", help="Let members of GROUP use the socket too (0660 root:GROUP).")
 @click.option("-d", "--detach", is_flag=True, help="Run in the background (log in the state root's daemon.log).")
@@ -66,7 +86,15 @@ def daemon(group: str | None, detach: bool, debug: bool) -> None:
         _detach(os.path.join(states, "daemon.log"), sock)
     t0 = time.monotonic()
     count = warm.preload(_log)
-    server.bind()
+    os.makedirs(runs, mode=0o711, exist_ok=True)
+    launcher = _start_launcher(runs)  # before the socket: a client may come at once
+    try:
+        server.bind()
+    except BaseException:
+        if launcher is not None:
+            launcher.terminate()
+            launcher.wait()
+        raise
     pid_file = os.path.join(runs, wire.PID_NAME)
     with open(pid_file + ".tmp", "w") as f:
         f.write(f"{os.getpid()}\n")
@@ -75,6 +103,9 @@ def daemon(group: str | None, detach: bool, debug: bool) -> None:
     try:
         server.serve()
     finally:
+        if launcher is not None:
+            launcher.terminate()
+            launcher.wait()
         with contextlib.suppress(OSError), open(pid_file) as f:
             if f.read().strip() == str(os.getpid()):
                 os.unlink(pid_file)

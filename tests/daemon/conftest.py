@@ -46,6 +46,7 @@ def running_daemon(env: dict[str, str], log: Path, *args: str) -> Iterator[Daemo
                 proc.kill()
                 proc.wait()
     assert not sock.exists(), "the daemon left its socket behind"
+    assert not (sock.parent / "shim-launcher.sock").exists(), "the daemon left its shim launcher behind"
 
 
 def daemon_env(tmp_path: Path) -> dict[str, str]:

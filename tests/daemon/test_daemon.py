@@ -89,6 +89,11 @@ def test_results_are_the_embedded_clis(daemon: Daemon, env: dict[str, str], tmp_
     assert len(daemon.workers()) == len(cases) + 3
 
 
+def test_a_shim_launcher_runs_beside_it(daemon: Daemon) -> None:
+    sock = daemon.socket.parent / "shim-launcher.sock"
+    assert stat.S_ISSOCK(sock.stat().st_mode) and stat.S_IMODE(sock.stat().st_mode) == 0o600
+
+
 def test_closed_stdin_and_umask(daemon: Daemon, env: dict[str, str], tmp_path: Path) -> None:
     (tmp_path / "c.yaml").write_text("services:\n  a:\n    image: busybox\n")
     res = subprocess.run(["sh", "-c", f"umask 077; exec 0<&-; {STACKD} -f {tmp_path}/c.yaml config -o {tmp_path}/out"],

@@ -63,12 +63,28 @@ def preload(tty: bool) -> object:
 
 
 def start(directory: str, config: ShimConfig, python: str, env: dict[str, str], timeout: float) -> str:
-    """Fork the detached shim for ``config``; return its answer ("ok" or "error: ...")."""
+    """Fork the detached shim for ``config`` (through the shim launcher when one serves this run
+    root, see launcher.py; else from this process); return its answer ("ok" or "error: ...")."""
     from stackd.engine.shim.client import read_answer
+    from stackd.engine.shim.launcher import launch
 
-    tty = _terminal(config.bundle)
-    sysc = preload(tty)
     r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        if not launch(directory, python, env, w):
+            tty = _terminal(config.bundle)
+            os.waitpid(fork_detached(directory, config, python, env, preload(tty), tty, w), 0)
+    finally:
+        os.close(w)
+    try:
+        return read_answer(r, timeout)
+    finally:
+        os.close(r)
+
+
+def fork_detached(directory: str, config: ShimConfig, python: str, env: dict[str, str], sysc: object,
+                  tty: bool, ready: int) -> int:
+    """Fork a child that starts a session and forks the future shim (``_grandchild``), then exits;
+    returns the child's pid for the caller to wait for. ``ready`` is the ready pipe's write end."""
     log = os.open(
         os.path.join(directory, "shim.log"),
         os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
@@ -84,18 +100,13 @@ def start(directory: str, config: ShimConfig, python: str, env: dict[str, str], 
                 os.setsid()
                 if os.fork():
                     os._exit(0)
-                _grandchild(directory, config, python, env, sysc, tty, w, log, null)
+                _grandchild(directory, config, python, env, sysc, tty, ready, log, null)
             finally:
                 os._exit(1)
     finally:
-        os.close(w)
         os.close(log)
         os.close(null)
-    try:
-        os.waitpid(pid, 0)
-        return read_answer(r, timeout)
-    finally:
-        os.close(r)
+    return pid
 
 
 def _terminal(bundle: str) -> bool:
