@@ -199,6 +199,8 @@ def test_stale_socket_and_second_daemon(env: dict[str, str], tmp_path: Path) -> 
         d.proc.kill()  # leaves its socket file behind
         d.proc.wait()
         assert d.socket.exists()
+        launcher = d.socket.parent / "shim-launcher.sock"
+        assert wait_until(lambda: not launcher.exists()), "the shim launcher outlived its daemon"
         res = cli(env, "--version")  # nobody answers: the client runs it
         assert res.returncode == 0 and res.stdout.startswith(b"stackd, version")
         with running_daemon(env, tmp_path / "b.log") as d2:  # the stale file is replaced

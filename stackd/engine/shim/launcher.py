@@ -21,6 +21,7 @@ import struct
 import sys
 
 SOCKET_NAME = "shim-launcher.sock"
+PR_SET_PDEATHSIG = 1
 BOOT = "import sys;from stackd.engine.shim.launcher import main;sys.exit(main(sys.argv[1:]))"
 
 
@@ -54,6 +55,9 @@ def main(argv: list[str]) -> int:
         return 2
     path = argv[0]
     sysc = adopt.preload(tty=True)
+    sysc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # type: ignore[attr-defined]  # the daemon's death ends us
+    if os.getppid() == 1:  # it died before that
+        return 0
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     tmp = f"{path}.{os.getpid()}.tmp"
     listener.bind(tmp)
