@@ -119,8 +119,8 @@ def main() -> None:
             if shutil.which(name):
                 tools.append(Tool(name, [name], PEER_IMAGE))
     shims = {
-        tools[0].name: lambda c: b"stackd.engine.shim" in c and tmp.encode() in c,
-        tools[1].name: lambda c: b"stackd.engine.shim" in c and tmp.encode() in c,
+        tools[0].name: lambda c: b"stackd.engine.shim" in c and b"shim.launcher" not in c and tmp.encode() in c,
+        tools[1].name: lambda c: b"stackd.engine.shim" in c and b"shim.launcher" not in c and tmp.encode() in c,
         "docker": lambda c: c.startswith(b"/usr/bin/containerd-shim-runc-v2") or b"containerd-shim-runc-v2\0" in c,
         "podman": lambda c: c.split(b"\0")[0].endswith(b"conmon"),
     }
