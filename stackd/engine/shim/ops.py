@@ -149,7 +149,7 @@ def op_attach(shim: Shim, conn: Conn, req_id: int, msg: dict[str, object]) -> ob
 
 
 def op_exec(shim: Shim, conn: Conn, req_id: int, msg: dict[str, object]) -> object:
-    from stackd.engine.shim.server import _accept_console, _console_listener, _read_pid
+    from stackd.engine.shim.host import accept_console, console_listener, read_pid
 
     if shim.status != "running":
         raise OpError(f"container {shim.id} is not running")
@@ -176,11 +176,11 @@ def op_exec(shim: Shim, conn: Conn, req_id: int, msg: dict[str, object]) -> obje
     listener = None
     try:
         if tty:
-            listener, console = _console_listener()
+            listener, console = console_listener()
             argv[argv.index("--console-socket") + 1] = console
             runtime_pid = spawn(argv)
             try:
-                session.master = session.stdin_fd = _accept_console(listener, runtime_pid)
+                session.master = session.stdin_fd = accept_console(listener, runtime_pid)
                 _resize(session, msg)  # as early as possible: the process is starting
             except OSError as exc:
                 raise OpError(f"exec: {exc}: {shim.runtime.error_text()}")
@@ -199,7 +199,7 @@ def op_exec(shim: Shim, conn: Conn, req_id: int, msg: dict[str, object]) -> obje
             os.close(fd)
         child = []
         rc = waitpid_blocking(runtime_pid)
-        pid = _read_pid(pid_file) if rc == 0 else 0
+        pid = read_pid(pid_file) if rc == 0 else 0
         if not pid:
             raise OpError(f"exec failed: {shim.runtime.error_text()}")
     except BaseException:

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import _signal
 import _socket
-import errno
 import os
 import select
 import time
 
+from stackd.engine.shim import host
 from stackd.engine.shim import protocol as P
 from stackd.engine.shim.health import HealthConfig, HealthMonitor
 from stackd.engine.shim.logs import LogWriter, format_time
@@ -29,11 +29,9 @@ from stackd.engine.shim.proc import (
     exit_code,
     pipe,
     read_json,
-    recv_fd,
     set_nonblocking,
     set_winsize,
     spawn,
-    unix_address,
     waitpid_blocking,
     write_json,
 )
@@ -65,7 +63,7 @@ class Shim:
             log=os.path.join(directory, "runtime.log"),
             extra=list(cfg.get("runtime_args") or []),
         )
-        proc = _bundle_process(self.bundle)
+        proc = host.bundle_process(self.bundle)
         self.tty = bool(proc.get("terminal"))
         self.open_stdin = bool(cfg.get("stdin"))
         self.logs = LogWriter(
@@ -84,7 +82,7 @@ class Shim:
         )
         self.health_probe: dict[str, object] | None = None
         self.stop_signal = int(cfg.get("stop_signal") or 15)
-        self.cgroup = _cgroup_path(self.bundle)
+        self.cgroup = host.cgroup_path(self.bundle)
         self.ep = select.epoll()
         self.handlers: dict[int, object] = {}
         self.timers = Timers()
@@ -149,7 +147,7 @@ class Shim:
         listener = None
         try:
             if self.tty:
-                listener, console = _console_listener()
+                listener, console = host.console_listener()
                 stdio = (-1, -1, -1)
             else:
                 in_fd = -1
@@ -170,7 +168,7 @@ class Shim:
             )
             if listener is not None:
                 try:
-                    master = _accept_console(listener, pid)
+                    master = host.accept_console(listener, pid)
                 except OSError as exc:
                     os.kill(pid, 9)
                     waitpid_blocking(pid)
@@ -273,7 +271,7 @@ class Shim:
         self.main.drain(self)
         self.main.close_all(self)
         self.logs.flush()
-        self.oom = _oom_killed(self.cgroup)
+        self.oom = host.oom_killed(self.cgroup)
         self.runtime.delete(self.id, force=True)
         self.exit_code = code
         self.pid = 0
@@ -365,7 +363,7 @@ class Shim:
         os.close(w)
         set_nonblocking(r)
         rc = waitpid_blocking(runtime_pid)
-        pid = _read_pid(pid_file) if rc == 0 else 0
+        pid = host.read_pid(pid_file) if rc == 0 else 0
         probe: dict[str, object] = {
             "pid": pid,
             "fd": r,
@@ -450,7 +448,7 @@ class Shim:
             self.ep.unregister(fd)
 
     def on_signal(self, fd: int, _events: int) -> None:
-        _drain_fd(fd)
+        host.drain_fd(fd)
         self.reap()
 
     def on_output(self, fd: int, _events: int) -> None:
@@ -480,12 +478,12 @@ class Shim:
         set_nonblocking(sig_r)
         set_nonblocking(sig_w)
         _signal.set_wakeup_fd(sig_w, warn_on_full_buffer=False)
-        _signal.signal(_signal.SIGCHLD, _noop)
+        _signal.signal(_signal.SIGCHLD, host.noop)
         _signal.signal(_signal.SIGHUP, _signal.SIG_IGN)
         _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)
         self.register(sig_r, IN, self.on_signal)
         sock_path = os.path.join(self.dir, "shim.sock")
-        listener = _listen(sock_path)
+        listener = host.listen(sock_path)
         self.register(listener.fileno(), IN, lambda fd, ev: self.accept(listener))
         try:
             if adopted is not None:
@@ -496,9 +494,9 @@ class Shim:
             self.error = str(exc)
             self.status = EXITED
             self.save()
-            _report(ready_fd, "error: " + str(exc))
+            host.report(ready_fd, "error: " + str(exc))
             return
-        _report(ready_fd, "ok")
+        host.report(ready_fd, "ok")
         self.reap()
         while not self.done:
             timeout = self.timers.timeout()
@@ -559,116 +557,3 @@ class Shim:
         self.unregister(conn.fd)
         conn.closed = True
         os.close(conn.fd)
-
-
-def _noop(signum: int, frame: object) -> None:
-    pass
-
-
-def _drain_fd(fd: int) -> None:
-    try:
-        while os.read(fd, 4096):
-            pass
-    except BlockingIOError:
-        pass
-
-
-def _report(fd: int, text: str) -> None:
-    if fd >= 0:
-        try:
-            os.write(fd, text.encode("utf-8", "replace") + b"\n")
-        except OSError:
-            pass
-        os.close(fd)
-
-
-def _listen(path: str) -> _socket.socket:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
-    addr, dirfd = unix_address(path)
-    old = os.umask(0o177)
-    try:
-        sock.bind(addr)
-    finally:
-        os.umask(old)
-        if dirfd >= 0:
-            os.close(dirfd)
-    os.chmod(path, 0o600)
-    sock.listen(64)
-    sock.setblocking(False)
-    return sock
-
-
-def _console_listener() -> tuple[_socket.socket, str]:
-    """A listening abstract unix socket for the runtime's --console-socket (no path limits)."""
-    name = f"stackd-shim-console-{os.getpid()}-{time.monotonic_ns()}"
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
-    sock.bind("\0" + name)
-    sock.listen(1)
-    return sock, "@" + name
-
-
-def _accept_console(listener: _socket.socket, runtime_pid: int, timeout: float = 10.0) -> int:
-    """Accept the runtime's connection and receive the pty master (fail if the runtime died)."""
-    poller = select.poll()
-    poller.register(listener.fileno(), select.POLLIN)
-    deadline = time.monotonic() + timeout
-    while not poller.poll(100):
-        done, _ = os.waitpid(runtime_pid, os.WNOHANG)
-        if done:
-            raise OSError(errno.ECHILD, "the runtime exited before sending the console")
-        if time.monotonic() > deadline:
-            raise OSError(errno.ETIMEDOUT, "timed out waiting for the console")
-    fd = listener._accept()[0]  # type: ignore[attr-defined]
-    conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM, 0, fd)
-    try:
-        return recv_fd(conn)
-    finally:
-        conn.close()
-
-
-def _bundle_process(bundle: str) -> dict[str, object]:
-    cfg = read_json(os.path.join(bundle, "config.json"))
-    proc = cfg.get("process") if isinstance(cfg, dict) else None
-    return proc if isinstance(proc, dict) else {}
-
-
-def _cgroup_path(bundle: str) -> str:
-    try:
-        cfg = read_json(os.path.join(bundle, "config.json"))
-    except (OSError, ValueError):
-        return ""
-    linux = cfg.get("linux") if isinstance(cfg, dict) else None
-    path = linux.get("cgroupsPath") if isinstance(linux, dict) else None
-    return path if isinstance(path, str) and path.startswith("/") else ""
-
-
-def _oom_killed(cgroup: str) -> bool:
-    """Whether the kernel OOM-killed a process of the container's cgroup (v1 or v2)."""
-    if not cgroup:
-        return False
-    for path, key in (
-        (f"/sys/fs/cgroup/memory{cgroup}/memory.oom_control", "oom_kill"),
-        (f"/sys/fs/cgroup{cgroup}/memory.events", "oom_kill"),
-        (f"/sys/fs/cgroup/unified{cgroup}/memory.events", "oom_kill"),
-    ):
-        try:
-            with open(path) as f:
-                for line in f:
-                    k, _, v = line.partition(" ")
-                    if k == key and int(v or 0) > 0:
-                        return True
-        except (OSError, ValueError):
-            continue
-    return False
-
-
-def _read_pid(path: str) -> int:
-    try:
-        with open(path) as f:
-            return int(f.read().strip() or 0)
-    except (OSError, ValueError):
-        return 0
