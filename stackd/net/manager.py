@@ -139,18 +139,33 @@ class NetManager:
         self._dns_lock = threading.Lock()
         self._batch_depth = 0
         self._dns_pending = False
+        self._parsed: tuple[tuple[int, int, int], State] | None = None
 
     # -- state ------------------------------------------------------------------------------
     def _load(self) -> State:
+        """The state (a fresh State over shared frozen records). The parsed file is kept while its
+        inode, mtime and size stay the same: every save replaces it with a new file, and one
+        `up` reads it several times per container."""
         try:
-            raw = json.loads((self.dir / "state.json").read_text())
+            fd = os.open(self.dir / "state.json", os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return State()
-        return State(
-            {n["name"]: _network_from(n) for n in raw["networks"]},
-            [_attachment_from(a) for a in raw["attachments"]],
-            [ports.PortBinding(**p) for p in raw["ports"]],
-        )
+        try:
+            info = os.fstat(fd)
+            key = (info.st_ino, info.st_mtime_ns, info.st_size)
+            cached = self._parsed
+            if cached is None or cached[0] != key:
+                with open(fd, closefd=False) as f:
+                    raw = json.loads(f.read())
+                cached = self._parsed = (key, State(
+                    {n["name"]: _network_from(n) for n in raw["networks"]},
+                    [_attachment_from(a) for a in raw["attachments"]],
+                    [ports.PortBinding(**p) for p in raw["ports"]],
+                ))
+        finally:
+            os.close(fd)
+        st = cached[1]
+        return State(dict(st.networks), list(st.attachments), list(st.ports))
 
     def _save(self, st: State, *, durable: bool = True) -> None:
         """Write state.json atomically. Only network records need fsync: attachments and ports
