@@ -139,11 +139,17 @@ def unmount(target: str | os.PathLike[str], *, detach: bool = False,
 
 
 def is_mountpoint(path: str | os.PathLike[str]) -> bool:
-    """True if `path` is a mount point according to /proc/self/mountinfo."""
+    """True if `path` is a mount point: on another device than its parent (an overlay, a tmpfs),
+    else listed in /proc/self/mountinfo (a bind mount from the same file system)."""
     want = os.path.realpath(os.fspath(path))
+    try:
+        if os.stat(want).st_dev != os.stat(os.path.dirname(want) or "/").st_dev:
+            return True
+    except OSError:
+        pass
+    escaped = b"".join(b"\\%03o" % c if c in b" \t\n\\" else bytes((c,)) for c in os.fsencode(want))
     with open("/proc/self/mountinfo", "rb") as f:
         for line in f:
-            mp = line.split(b" ")[4].decode("unicode_escape")
-            if mp == want:
+            if line.split(b" ", 5)[4] == escaped:
                 return True
     return False
