@@ -82,6 +82,7 @@ class ContainerManager(ContainerOps):
         self._net = net  # a NetManager, or a function that makes one (built on first use)
         self._volumes = volumes  # a VolumeStore, or a function that makes one
         self._runtimes: dict[str, Runtime] = {}
+        self._image_configs: dict[str, ImageConfig] = {}
         self._local = threading.local()
         for sub in ("containers", "shims", "locks"):
             (self.run_root / sub).mkdir(parents=True, exist_ok=True)
@@ -189,8 +190,13 @@ class ContainerManager(ContainerOps):
                 return name
 
     def image_config(self, image_id: str) -> ImageConfig:
+        """The image's config (kept per config digest: content-addressed, so it never changes)."""
         rec = self.images.get(image_id)
-        return ImageConfig.from_oci(json.loads(self.images.content.read(rec.config_digest)))
+        found = self._image_configs.get(rec.config_digest)
+        if found is None:
+            found = ImageConfig.from_oci(json.loads(self.images.content.read(rec.config_digest)))
+            self._image_configs[rec.config_digest] = found
+        return found
 
     def create(self, cfg: ContainerConfig) -> ContainerRecord:
         """Record the container, prepare its snapshot and bundle; status `created`."""

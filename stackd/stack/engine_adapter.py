@@ -89,11 +89,16 @@ class RealStackEngine:
         return await self._run(self.create_sync, spec)
 
     def resolver(self, project: str) -> Callable[[str], str]:
-        """service → id of its first running-or-any container (for service:X references)."""
-        recs = [r for r in self.backend.containers.store.list()
-                if r.config.labels.get(LABEL_STACK) == project and r.config.labels.get(LABEL_ONEOFF) != "True"]
+        """service → id of its first running-or-any container (for service:X references); the
+        records are read on the first reference only (most services have none)."""
+        cache: list[Any] = []
 
         def resolve(service: str) -> str:
+            if not cache:
+                cache.append([r for r in self.backend.containers.store.list()
+                              if r.config.labels.get(LABEL_STACK) == project
+                              and r.config.labels.get(LABEL_ONEOFF) != "True"])
+            recs = cache[0]
             mine = sorted((r for r in recs if r.config.labels.get(LABEL_SERVICE) == service),
                           key=lambda r: (r.status != "running", int(r.config.labels.get(LABEL_NUMBER, "0") or 0)))
             if not mine:
