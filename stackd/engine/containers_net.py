@@ -226,6 +226,10 @@ def bundle_config(mgr: ContainerManager, rec: ContainerRecord, cfg: ContainerCon
     addrs: tuple[str, ...] = ()
     if cid == rec.id and mode != "none" and mgr.net is not None:
         addrs = tuple(a.ipv4 for a in mgr.net.attachments(cid) if a.ipv4)
+    if cid != rec.id:  # as Docker: a container in another's network has that one's hostname (and hosts file)
+        owner = mgr.store.get(cid)
+        cfg = dataclasses.replace(cfg, hostname=owner.config.hostname or cid[:12],
+                                  domainname=owner.config.domainname)
     return dataclasses.replace(cfg, network_mode="", netns_path=str(path), addresses=addrs,
                                hosts_file=str(sdir / "hosts"), resolv_conf_file=str(sdir / "resolv.conf"))
 

@@ -131,6 +131,7 @@ class _Builder:
         self.restart_stops: dict[str, list[Action]] = {}
         self.final: dict[str, list[tuple[Action, str]]] = {}  # service → (last node, final name)
         self.renames: dict[str, Action] = {}
+        self.creates: dict[str, list[Action]] = {}  # service → its create actions
 
     def add(self, action: Action, *after: Action | None) -> Action:
         self.nodes[action] = None
@@ -186,6 +187,7 @@ class _Builder:
 
     def _create(self, change: Change, prereq: list[Action | None]) -> None:
         create = self.add(Action("create", change.name, change.service, change.reason, spec=change.spec), *prereq)
+        self.creates.setdefault(change.service, []).append(create)
         self._start_node(change, prereq, create)
 
     def _remove(self, change: Change, prereq: list[Action | None]) -> None:
@@ -221,10 +223,12 @@ class _Builder:
         if svc.fixed_ports or old.name != spec.name:
             # host ports (or a leftover's name) are in the way: stop first, create after
             create = self.add(Action("create", spec.name, change.service, why, spec=spec), remove, *prereq)
+            self.creates.setdefault(change.service, []).append(create)
             self._start_node(change, prereq, create, why=why)
             return
         tmp = tmp_name(spec, svc.config_hash)
         create = self.add(Action("create", tmp, change.service, why, spec=spec.renamed(tmp)), *prereq)
+        self.creates.setdefault(change.service, []).append(create)
         rename = Action("rename", tmp, change.service, why, new_name=spec.name)
         if svc.start_first and not self.diff.no_start:
             start = self._start_node(change, prereq, create, name=tmp, why=why)
@@ -256,6 +260,9 @@ class _Builder:
                 ready = self._ready(dep.service, dep.condition, dep.required, waits, name)
                 for start in starts:
                     self.edges.extend((r, start) for r in ready)
+                if _joins(self.creates.get(name, []), dep.service):  # its namespaces or volumes
+                    for create in self.creates[name]:
+                        self.edges.extend((r, create) for r in self.started.get(dep.service, []))
 
     def _ready(self, service: str, condition: str, required: bool,
                waits: dict[tuple[str, str], list[Action]], dependent: str) -> list[Action]:
@@ -276,6 +283,19 @@ class _Builder:
                     nodes.append(self.add(Action(kind, c.name, service, why, ref=c.old.id, optional=not required)))
         waits[(service, condition)] = nodes
         return nodes
+
+
+def _joins(creates: list[Action], service: str) -> bool:
+    """Whether these containers use `service`'s container at creation: its network, IPC or PID
+    namespace (`service:NAME`) or its volumes (`volumes_from`), so it must run first."""
+    ref = f"service:{service}"
+    for create in creates[:1]:
+        cfg = create.spec.config if create.spec is not None else {}
+        if ref in (cfg.get("network_mode"), cfg.get("ipc"), cfg.get("pid")):
+            return True
+        if any(str(v).split(":")[0] == service for v in cfg.get("volumes_from") or ()):
+            return True
+    return False
 
 
 def build_plan(diff: Diff) -> Plan:

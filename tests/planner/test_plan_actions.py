@@ -188,3 +188,19 @@ def test_actions_compare_by_kind_target_service() -> None:
     a = Action("start", "x", "s", reason="one")
     assert a == Action("start", "x", "s", reason="two")
     assert len({a, Action("stop", "x", "s")}) == 2
+
+
+def test_joining_another_services_namespaces_or_volumes_creates_after_it_started(tmp_path) -> None:
+    plan = plan_of(desired_state(project(tmp_path, """
+services:
+  db: {image: busybox}
+  sidecar: {image: busybox, network_mode: "service:db"}
+  shell: {image: busybox, ipc: "service:db"}
+  backup: {image: busybox, volumes_from: ["db:ro"]}
+  api: {image: busybox, depends_on: [db]}
+""")))
+    for joiner in ("sidecar", "shell", "backup"):
+        assert _before(plan, "start demo-db-1", f"create demo-{joiner}-1"), joiner
+    # a plain dependency only orders the starts: its container is created beside the others
+    assert _before(plan, "start demo-db-1", "start demo-api-1")
+    assert not _before(plan, "start demo-db-1", "create demo-api-1")

@@ -229,3 +229,30 @@ def test_foreground_up_streams_prefixed_logs_and_exit_code_from(stack) -> None:
     assert f"{p}-a-1 | a-done" in res.stdout
     assert "from-b" not in res.stdout  # only what this run produced
     stack.cli("down")
+
+
+def test_network_mode_service_shares_the_dependencys_namespace(stack) -> None:
+    """`network_mode: service:db` (resolved through the engine's records at create time)."""
+    stack.write("""
+services:
+  db:
+    image: busybox
+    command: ["sleep", "1000"]
+    stop_signal: SIGKILL
+  sidecar:
+    image: busybox
+    command: ["sleep", "1000"]
+    stop_signal: SIGKILL
+    network_mode: service:db
+    depends_on: [db]
+""")
+    stack.cli("up", "-d")
+    try:
+        def net_ns(service: str) -> str:
+            return stack.cli("exec", "-T", service, "readlink", "/proc/self/ns/net").stdout.strip()
+
+        assert net_ns("sidecar") == net_ns("db") != ""
+        ip = stack.cli("exec", "-T", "db", "hostname", "-i").stdout.split()
+        assert ip and ip == stack.cli("exec", "-T", "sidecar", "hostname", "-i").stdout.split()
+    finally:
+        stack.cli("down")
