@@ -304,6 +304,7 @@ class ContainerManager(ContainerOps):
                     self.bundle_dir(cid) / "rootfs"):
                 self._build_bundle(rec)
             containers_net.publish(self, rec)
+            containers_net.dns_ready(self, rec)
             self._drop_shim(cid, rec.runtime)
             hc = cfg.effective_healthcheck()
             restart = cfg.restart.name + (f":{cfg.restart.max_retries}"

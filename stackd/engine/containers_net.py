@@ -234,6 +234,17 @@ def bundle_config(mgr: ContainerManager, rec: ContainerRecord, cfg: ContainerCon
                                hosts_file=str(sdir / "hosts"), resolv_conf_file=str(sdir / "resolv.conf"))
 
 
+def dns_ready(mgr: ContainerManager, rec: ContainerRecord) -> None:
+    """Before the container runs: the DNS server has every name attached so far (see
+    NetManager.flush_dns; outside a batch each attach told it already)."""
+    mode = rec.config.network_mode
+    if mode in ("host", "none") or mode.startswith("container:"):
+        return
+    flush = getattr(mgr.net, "flush_dns", None)
+    if flush is not None:
+        flush()
+
+
 # --- start/stop/remove ---------------------------------------------------------------------------
 
 def publish(mgr: ContainerManager, rec: ContainerRecord) -> None:

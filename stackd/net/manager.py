@@ -418,6 +418,18 @@ class NetManager:
                 with self._locked() as st:
                     self._sync_dns(st, now=True)
 
+    def flush_dns(self) -> None:
+        """Inside a batch: hand the DNS server the names attached so far, if any are pending (a
+        stack's containers attach in a batch and call this before they start, so a container
+        never runs before the server knows its peers, and N attachments cost a few reloads)."""
+        with self._batch_lock:
+            pending, self._dns_pending = self._dns_pending, False
+        if pending:
+            with self._locked() as st:
+                reload = self._sync_dns(st, now=True, signal=False)
+            if reload:
+                self._reload_dns()
+
     # -- ports ------------------------------------------------------------------------------
     def publish(self, container_id: str, specs: Iterable[str | Mapping[str, Any] | ports.PortSpec]) -> list[ports.PortBinding]:
         parsed = ports.parse(specs)

@@ -208,7 +208,9 @@ def _apply(d: Diff, backend: Backend, opts: UpOptions, report: Report) -> Plan:
         await apply(p, RealStackEngine(backend), parallel=opts.parallel or default_parallel(), on_event=on_event,
                     health_timeout=opts.health_timeout)
 
-    trio.run(main)
+    m = backend.networks  # attachments batched: DNS reloads when containers start (flush_dns)
+    with m.batch() if m is not None and hasattr(m, "batch") else contextlib.nullcontext():
+        trio.run(main)
     return p
 
 

@@ -112,3 +112,24 @@ def test_restore_rebuilds_from_state(mgr: NetManager, fk: FakeKernel, tmp_path: 
     assert [a.container_id for a in again.attachments()] == ["c1"]
     assert again.published() == [] and ("inet", "sdf") in fk2.tables
     assert len(fk2.forward_rules) == 2
+
+
+def test_batched_attachments_reach_dns_records_when_flushed(mgr: NetManager, tmp_path: Path) -> None:
+    mgr.create_network(NetworkSpec("app"))
+
+    def names() -> set[str]:
+        cfg = json.loads((tmp_path / "net" / "dns.json").read_text())
+        return {n for net in cfg["networks"] for n in net["records"]}
+
+    with mgr.batch():
+        mgr.attach("c1" * 32, nsfile(tmp_path, "ns1"), "app", names=["web"])
+        mgr.attach("c2" * 32, nsfile(tmp_path, "ns2"), "app", names=["db"])
+        before = names() if (tmp_path / "net" / "dns.json").exists() else set()
+        assert not {"web", "db"} & before  # held back while the batch lasts
+        mgr.flush_dns()  # what a container's start does before it runs
+        assert {"web", "db"} <= names()
+        mgr.attach("c3" * 32, nsfile(tmp_path, "ns3"), "app", names=["cache"])
+        assert "cache" not in names()
+    assert {"web", "db", "cache"} <= names()  # the batch's end writes what is left
+    mgr.flush_dns()  # nothing pending: a no-op
+    assert {"web", "db", "cache"} <= names()
