@@ -139,31 +139,27 @@ class NetManager:
         self._dns_lock = threading.Lock()
         self._batch_depth = 0
         self._dns_pending = False
-        self._parsed: tuple[tuple[int, int, int], State] | None = None
+        self._parsed: tuple[bytes, State] | None = None
 
     # -- state ------------------------------------------------------------------------------
     def _load(self) -> State:
-        """The state (a fresh State over shared frozen records). The parsed file is kept while its
-        inode, mtime and size stay the same: every save replaces it with a new file, and one
-        `up` reads it several times per container."""
+        """The state (a fresh State over shared frozen records). The parsed records are kept for
+        as long as the file's bytes stay the same: reading is cheap, parsing is not, and one
+        `up` reads the file several times per container. (The bytes are the key: inode numbers
+        are reused and timestamps are coarse, and other NetManagers write the same file.)"""
         try:
-            fd = os.open(self.dir / "state.json", os.O_RDONLY | os.O_CLOEXEC)
+            with open(self.dir / "state.json", "rb") as f:
+                data = f.read()
         except FileNotFoundError:
             return State()
-        try:
-            info = os.fstat(fd)
-            key = (info.st_ino, info.st_mtime_ns, info.st_size)
-            cached = self._parsed
-            if cached is None or cached[0] != key:
-                with open(fd, closefd=False) as f:
-                    raw = json.loads(f.read())
-                cached = self._parsed = (key, State(
-                    {n["name"]: _network_from(n) for n in raw["networks"]},
-                    [_attachment_from(a) for a in raw["attachments"]],
-                    [ports.PortBinding(**p) for p in raw["ports"]],
-                ))
-        finally:
-            os.close(fd)
+        cached = self._parsed
+        if cached is None or cached[0] != data:
+            raw = json.loads(data)
+            cached = self._parsed = (data, State(
+                {n["name"]: _network_from(n) for n in raw["networks"]},
+                [_attachment_from(a) for a in raw["attachments"]],
+                [ports.PortBinding(**p) for p in raw["ports"]],
+            ))
         st = cached[1]
         return State(dict(st.networks), list(st.attachments), list(st.ports))
 

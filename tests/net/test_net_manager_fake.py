@@ -133,3 +133,18 @@ def test_batched_attachments_reach_dns_records_when_flushed(mgr: NetManager, tmp
     assert {"web", "db", "cache"} <= names()  # the batch's end writes what is left
     mgr.flush_dns()  # nothing pending: a no-op
     assert {"web", "db", "cache"} <= names()
+
+
+def test_two_managers_of_one_root_see_each_others_writes(mgr: NetManager, fk: FakeKernel, tmp_path: Path) -> None:
+    other = NetManager(tmp_path, fk, pools=[Pool("10.99.0.0/16", 24)], link_prefix="sdf", table="sdf",
+                       upstreams=[("127.0.0.1", 53)], run_dns=False)
+    mgr.create_network(NetworkSpec("app"))
+    assert other.attachments() == []  # read (and kept) before the other one writes
+    for i in range(6):  # same-sized records, written back to back by the other manager
+        mgr.attach(f"{i}" * 64, nsfile(tmp_path, f"ns{i}"), "app")
+        if i % 2:
+            mgr.detach(f"{i - 1}" * 64)
+        detached = {k - 1 for k in range(1, i + 1, 2)}
+        expected = [f"{k}" * 64 for k in range(i + 1) if k not in detached]
+        assert [a.container_id for a in mgr.attachments()] == expected
+        assert [a.container_id for a in other.attachments()] == expected
