@@ -231,3 +231,20 @@ def test_the_client_imports_no_library() -> None:
                           "('enum', 're', 'socket', 'json', 'signal', 'click', 'pydantic') if m in sys.modules))"],
                          capture_output=True, text=True, check=True)
     assert res.stdout.strip() == "[]"
+
+
+def test_detach_runs_in_the_background(env: dict[str, str], tmp_path: Path) -> None:
+    res = cli(env, "daemon", "-d")
+    assert res.returncode == 0, res.stderr
+    run = Path(env["STACKD_RUN_ROOT"])
+    pid = int((run / "stackd.pid").read_text())
+    try:
+        assert f"running (pid {pid})".encode() in res.stdout
+        assert alive(pid) and (run / "stackd.sock").exists()
+        assert cli(env, "--version").returncode == 0
+        assert "listening on" in (tmp_path / "state" / "daemon.log").read_text()
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    assert wait_until(lambda: not alive(pid)), "the detached daemon did not stop"
+    assert not (run / "stackd.sock").exists() and not (run / "stackd.pid").exists()
+    assert wait_until(lambda: not (run / "shim-launcher.sock").exists())
