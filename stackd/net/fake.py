@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,7 +99,7 @@ class FakeKernel:
 
     def netns_create(self, path: str) -> None:
         self.calls.append(("netns_create", path))
-        if not path.startswith("/") or path.endswith("/"):
+        if not path.startswith("/") or path.endswith("/") or not os.path.isdir(os.path.dirname(path)):
             raise NetKernelError(f"network namespace {path}: creating the mount point: "
                                  "No such file or directory (ENOENT)")
         self.netns_paths.add(path)

@@ -116,3 +116,23 @@ def test_fake_records_calls() -> None:
     k.bridge_create("b", 1500, ("10.0.0.1/24",))
     assert k.calls == [("bridge_create", "b", 1500, ("10.0.0.1/24",))]
     assert sh("true").returncode == 0
+
+
+def test_netns_lifecycle_takes_its_links_along(world: World, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    k, br, host = world.kernel, f"{world.tag}br", f"{world.tag}v"
+    path = str(tmp_path / "ns")
+    with pytest.raises(NetKernelError):
+        k.netns_create(str(tmp_path / "missing-dir" / "ns"))
+    k.netns_create(path)
+    try:
+        base = subnet()[:-1]
+        k.bridge_create(br, 1400, (f"{base}1/24",))
+        k.veth_create(host, br, path, NsLink("eth0", "eth0", (f"{base}2/24",), 1400, "02:42:00:00:00:02",
+                                             (f"{base}1",)))
+        assert k.link_exists(host)
+    finally:
+        k.netns_delete(path)
+    k.netns_delete(path)  # a missing netns is fine
+    assert k.links_wait_gone([host], 5.0) == []  # the kernel deleted the pair with the netns
+    assert not k.link_exists(host)
+    k.link_delete(br)
