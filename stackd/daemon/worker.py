@@ -13,6 +13,7 @@ import contextlib
 import io
 import os
 import sys
+from collections.abc import MutableMapping
 from typing import NoReturn
 
 
@@ -21,8 +22,21 @@ def _text_stream(fd: int, mode: str, errors: str, line_buffering: bool) -> io.Te
     return io.TextIOWrapper(buffered, encoding="utf-8", errors=errors, line_buffering=line_buffering)
 
 
-def adopt_client(request: dict[str, object], fds: list[int]) -> list[str]:
-    """Take over the client's stdio, working directory, environment and umask; return argv."""
+SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def sanitize_environment(env: MutableMapping[str, str]) -> None:
+    """For a client that is not root: the worker runs as root, so what steers the programs it
+    starts (iptables, nft, the shim's interpreter) is not the client's to set: PATH becomes the
+    system's, LD_* and PYTHON* go. Everything else (${VAR}s of stack files, STACKD_*) stays."""
+    for key in [k for k in env if k.startswith(("LD_", "PYTHON"))]:
+        del env[key]
+    env["PATH"] = SAFE_PATH
+
+
+def adopt_client(request: dict[str, object], fds: list[int], *, trusted: bool = True) -> list[str]:
+    """Take over the client's stdio, working directory, environment and umask; return argv.
+    A client that is not root gets a sanitized environment (see sanitize_environment)."""
     stdin, stdout, stderr, cwd = fds
     os.setsid()
     for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
@@ -34,6 +48,8 @@ def adopt_client(request: dict[str, object], fds: list[int]) -> list[str]:
     assert isinstance(env, dict)
     os.environ.clear()
     os.environ.update({str(k): str(v) for k, v in env.items()})
+    if not trusted:
+        sanitize_environment(os.environ)
     umask = request.get("umask")
     os.umask(umask if isinstance(umask, int) else 0o022)
     sys.stdin = _text_stream(0, "r", "surrogateescape", False)
@@ -45,11 +61,11 @@ def adopt_client(request: dict[str, object], fds: list[int]) -> list[str]:
     return argv
 
 
-def run(request: dict[str, object], fds: list[int]) -> NoReturn:
+def run(request: dict[str, object], fds: list[int], *, trusted: bool = True) -> NoReturn:
     """Run the client's command line and exit with its code."""
     code: int = 70
     try:
-        argv = adopt_client(request, fds)
+        argv = adopt_client(request, fds, trusted=trusted)
         from stackd.cli import main
 
         code = main(argv)

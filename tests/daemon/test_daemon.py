@@ -184,6 +184,18 @@ def test_group_members_may_use_the_socket(open_env: dict[str, str], tmp_path: Pa
         res = as_nobody(open_env, CLIENT_VERSION)
         assert res.returncode == 0 and res.stdout.startswith("stackd, version"), res.stderr
         assert len(d.workers()) == 1
+        # The worker runs as root: a member's PATH, LD_* and PYTHON* do not reach what it starts.
+        stack = Path(open_env["STACKD_RUN_ROOT"]) / "env.yaml"
+        stack.write_text("services:\n  a:\n    image: busybox\n    environment:\n"
+                         "      P: ${PATH}\n      L: ${LD_PRELOAD:-stripped}\n      M: ${MINE}\n")
+        stack.chmod(0o644)
+        member_env = dict(open_env, PATH="/tmp/evil:/usr/bin", LD_PRELOAD="/tmp/evil.so", MINE="kept")
+        res = as_nobody(member_env, "import sys; sys.argv = ['stackd', '-f', " + repr(str(stack)) +
+                        ", 'config']; from stackd import client; sys.exit(client.main())")
+        assert res.returncode == 0, res.stderr
+        assert "P: /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" in res.stdout
+        assert "L: stripped" in res.stdout and "M: kept" in res.stdout
+        assert len(d.workers()) == 2
 
 
 def test_another_state_root_runs_embedded(daemon: Daemon, env: dict[str, str], tmp_path: Path) -> None:
