@@ -22,6 +22,7 @@ import time
 from stackd.engine.shim import host
 from stackd.engine.shim import protocol as P
 from stackd.engine.shim.health import HealthConfig, HealthMonitor
+from stackd.engine.shim.health_probe import HealthProber
 from stackd.engine.shim.logs import LogWriter, format_time
 from stackd.engine.shim.ops import handle_frame
 from stackd.engine.shim.proc import (
@@ -80,7 +81,7 @@ class Shim:
             if isinstance(health, dict)
             else None
         )
-        self.health_probe: dict[str, object] | None = None
+        self.prober = HealthProber(self)
         self.stop_signal = int(cfg.get("stop_signal") or 15)
         self.cgroup = host.cgroup_path(self.bundle)
         self.ep = select.epoll()
@@ -263,7 +264,7 @@ class Shim:
         self.restart.started()
         if self.health and self.health.config.argv():
             self.health.container_started()
-            self.schedule_health()
+            self.prober.schedule()
         self.save()
 
     def container_exited(self, code: int) -> None:
@@ -340,100 +341,6 @@ class Shim:
 
     # --- healthcheck ------------------------------------------------------------------------
 
-    def schedule_health(self) -> None:
-        h = self.health
-        if h is None or h.next_at is None:
-            return
-        self.timers.add(max(0.0, h.next_at - time.time()), self.run_health)
-
-    def run_health(self) -> None:
-        h = self.health
-        if h is None or self.status != RUNNING or not h.due():
-            return
-        argv = h.config.argv()
-        if not argv:
-            return
-        r, w = pipe()
-        pid_file = os.path.join(self.dir, "health.pid")
-        start = time.time()
-        deadline = h.probe_started() - start
-        runtime_pid = spawn(
-            self.runtime.exec_argv(self.id, argv, pid_file=pid_file), stdout=w, stderr=w
-        )
-        os.close(w)
-        set_nonblocking(r)
-        rc = waitpid_blocking(runtime_pid)
-        pid = host.read_pid(pid_file) if rc == 0 else 0
-        probe: dict[str, object] = {
-            "pid": pid,
-            "fd": r,
-            "out": bytearray(),
-            "start": start,
-            "timed_out": False,
-        }
-        self.health_probe = probe
-        if not pid:  # the exec itself failed: a failed probe
-            probe["out"] = bytearray(self.runtime.error_text().encode())
-            self.health_done(rc or 1)
-            return
-        self.children[pid] = "health"
-        self.register(r, IN, self.on_health_output)
-        probe["timer"] = self.timers.add(deadline, self.health_timeout)
-
-    def on_health_output(self, fd: int, _events: int) -> None:
-        probe = self.health_probe
-        try:
-            chunk = os.read(fd, 65536)
-        except BlockingIOError:
-            return
-        if not chunk or probe is None:
-            self.unregister(fd)
-            os.close(fd)
-            if probe is not None:
-                probe["fd"] = -1
-            return
-        out = probe["out"]
-        assert isinstance(out, bytearray)
-        if len(out) < 8192:
-            out += chunk
-
-    def health_timeout(self) -> None:
-        probe = self.health_probe
-        if probe is None:
-            return
-        probe["timed_out"] = True
-        try:
-            os.kill(int(probe["pid"]), 9)  # type: ignore[call-overload]
-        except ProcessLookupError:
-            pass
-
-    def health_done(self, code: int) -> None:
-        probe, self.health_probe = self.health_probe, None
-        h = self.health
-        if probe is None or h is None:
-            return
-        if "timer" in probe:
-            self.timers.cancel(probe["timer"])  # type: ignore[arg-type]
-        fd = probe["fd"]
-        out = probe["out"]
-        assert isinstance(fd, int) and isinstance(out, bytearray)
-        if fd >= 0:
-            try:
-                while chunk := os.read(fd, 65536):
-                    out += chunk
-            except BlockingIOError:
-                pass
-            self.unregister(fd)
-            os.close(fd)
-        if probe["timed_out"]:
-            code, out = -1, bytearray(h.timed_out_output())
-        h.probe_finished(code, bytes(out), float(probe["start"]), time.time())  # type: ignore[arg-type]
-        if self.status == RUNNING:
-            self.schedule_health()
-        else:
-            h.container_stopped()
-        self.save()
-
     # --- event loop -------------------------------------------------------------------------
 
     def register(self, fd: int, events: int, handler: object) -> None:
@@ -468,7 +375,7 @@ class Shim:
             if pid == self.pid and self.status == RUNNING:
                 self.container_exited(code)
             elif owner == "health":
-                self.health_done(code)
+                self.prober.done(code)
             elif isinstance(owner, Session):
                 owner.process_exited(self, code)
 
