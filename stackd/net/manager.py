@@ -18,7 +18,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -26,89 +26,19 @@ from stackd.errors import ConflictError, NotFoundError, UsageError
 from stackd.net import bridge, dns_server, ipam, nat, ports, resolvconf, veth
 from stackd.net.ipam import Pool, SubnetConfig
 from stackd.net.kernel import Kernel
+from stackd.net.records import (
+    Attachment,
+    IpamConfig,
+    NetworkRecord,
+    NetworkSpec,
+    State,
+    attachment_from,
+    network_from,
+)
+
+__all__ = ["DEFAULT_NETWORK", "Attachment", "IpamConfig", "NetManager", "NetworkRecord", "NetworkSpec", "State"]
 
 DEFAULT_NETWORK = "bridge"
-
-
-@dataclass(frozen=True, slots=True)
-class IpamConfig:
-    subnet: str = ""
-    gateway: str = ""
-    ip_range: str = ""
-    aux_addresses: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class NetworkSpec:
-    """What to create (the compose `networks:` entry, engine-side)."""
-
-    name: str
-    driver: str = "bridge"
-    internal: bool = False
-    ipam: Sequence[IpamConfig] = ()
-    enable_ipv6: bool = False
-    labels: Mapping[str, str] = field(default_factory=dict)
-    options: Mapping[str, str] = field(default_factory=dict)
-    attachable: bool = False
-    dns: bool = True  # name resolution (off for the default `bridge` network, as in Docker)
-
-
-@dataclass(frozen=True, slots=True)
-class NetworkRecord:
-    name: str
-    id: str
-    bridge: str
-    driver: str
-    internal: bool
-    enable_ipv6: bool
-    subnets: tuple[SubnetConfig, ...]
-    labels: Mapping[str, str]
-    options: Mapping[str, str]
-    mtu: int
-    attachable: bool
-    dns: bool
-    created: float
-
-    def gateway(self, version: int) -> str:
-        return next((s.gateway for s in self.subnets if ipaddress.ip_network(s.subnet).version == version), "")
-
-
-@dataclass(frozen=True, slots=True)
-class Attachment:
-    container_id: str
-    network: str
-    netns_path: str
-    ifname: str
-    host_veth: str
-    ipv4: str
-    ipv6: str
-    mac: str
-    aliases: tuple[str, ...] = ()
-    names: tuple[str, ...] = ()  # container name, hostname, service name
-    gateway: bool = False  # this attachment carries the default route
-    priority: int = 0
-    prefix4: int = 0
-    prefix6: int = 0
-
-
-def _network_from(d: dict[str, Any]) -> NetworkRecord:
-    d = dict(d)
-    d["subnets"] = tuple(SubnetConfig(**s) for s in d["subnets"])
-    return NetworkRecord(**d)
-
-
-def _attachment_from(d: dict[str, Any]) -> Attachment:
-    d = dict(d)
-    d["aliases"] = tuple(d["aliases"])
-    d["names"] = tuple(d["names"])
-    return Attachment(**d)
-
-
-@dataclass
-class State:
-    networks: dict[str, NetworkRecord] = field(default_factory=dict)
-    attachments: list[Attachment] = field(default_factory=list)
-    ports: list[ports.PortBinding] = field(default_factory=list)
 
 
 class NetManager:
@@ -156,8 +86,8 @@ class NetManager:
         if cached is None or cached[0] != data:
             raw = json.loads(data)
             cached = self._parsed = (data, State(
-                {n["name"]: _network_from(n) for n in raw["networks"]},
-                [_attachment_from(a) for a in raw["attachments"]],
+                {n["name"]: network_from(n) for n in raw["networks"]},
+                [attachment_from(a) for a in raw["attachments"]],
                 [ports.PortBinding(**p) for p in raw["ports"]],
             ))
         st = cached[1]
