@@ -7,7 +7,8 @@ PYTEST_ARGS ?=
 
 # Host packages the engine and the tests use (Debian 12).
 APT_PACKAGES := runc crun skopeo umoci docker-registry busybox-static iptables nftables \
-	debootstrap libseccomp2 iproute2 openssl apache2-utils curl tini gcc libc6-dev procps util-linux
+	debootstrap libseccomp2 iproute2 openssl apache2-utils curl tini gcc libc6-dev procps util-linux \
+	python3
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -58,6 +59,7 @@ quickstart: setup quickstart-images
 
 quickstart-down:
 	WEB_PORT=$(WEB_PORT) $(QUICKSTART) down -v
+	python3 examples/images/build.py stop
 
 # Example images (busybox, debian:bookworm, redis:7) built from Debian packages, served by a local
 # registry on 127.0.0.1 and written to /etc/stackd/registries.toml as the docker.io mirror.
