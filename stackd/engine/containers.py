@@ -67,20 +67,20 @@ _NOUN = ("hopper", "turing", "lovelace", "ritchie", "thompson", "knuth", "curie"
 
 
 class ContainerManager(ContainerOps):
-    """Containers of one state root and run root, driven through per-container shims."""
+    """Containers of one state root and run root, driven through per-container shims.
 
-    def __init__(self, state_root: Path, run_root: Path, *, runtime: str = "stackd-runtime",
-                 cgroup_parent: str = "/stackd", images: Any = None, snapshots: Any = None,
-                 net: Any = None, volumes: Any = None) -> None:
+    Its collaborators come from the `Engine` (engine.py), which builds them: `images`,
+    `snapshots`, `net` and `volumes` are each the object or a function that makes it on first
+    use (`net` may make None: no networking)."""
+
+    def __init__(self, state_root: Path, run_root: Path, *, images: Any, snapshots: Any, net: Any,
+                 volumes: Any, runtime: str = "stackd-runtime", cgroup_parent: str = "/stackd") -> None:
         self.state_root = Path(state_root)
         self.run_root = Path(run_root)
         self.runtime_name = runtime
         self.cgroup_parent = cgroup_parent
         self.store = ContainerStore(self.state_root)
-        self._images = images
-        self._snapshots = snapshots
-        self._net = net  # a NetManager, or a function that makes one (built on first use)
-        self._volumes = volumes  # a VolumeStore, or a function that makes one
+        self._parts = {"images": images, "snapshots": snapshots, "net": net, "volumes": volumes}
         self._runtimes: dict[str, Runtime] = {}
         self._image_configs: dict[str, ImageConfig] = {}
         self._local = threading.local()
@@ -89,38 +89,31 @@ class ContainerManager(ContainerOps):
 
     # --- collaborators and paths ------------------------------------------------------------
 
+    def _part(self, name: str) -> Any:
+        part = self._parts[name]
+        if callable(part):
+            part = self._parts[name] = part()
+        return part
+
     @property
     def images(self) -> Any:
-        if self._images is None:
-            from stackd.engine.images import ImageStore
-
-            self._images = ImageStore(self.state_root)
-        return self._images
+        """The ImageStore."""
+        return self._part("images")
 
     @property
     def snapshots(self) -> Any:
-        if self._snapshots is None:
-            from stackd.engine.snapshots import Snapshotter
-
-            self._snapshots = Snapshotter(self.state_root / "snapshots")
-        return self._snapshots
+        """The Snapshotter."""
+        return self._part("snapshots")
 
     @property
     def net(self) -> Any:
         """The NetManager (None if the engine runs without networking)."""
-        if callable(self._net):
-            self._net = self._net()
-        return self._net
+        return self._part("net")
 
     @property
     def volumes(self) -> Any:
-        if callable(self._volumes):
-            self._volumes = self._volumes()
-        if self._volumes is None:
-            from stackd.engine.volumes import VolumeStore
-
-            self._volumes = VolumeStore(self.state_root)
-        return self._volumes
+        """The VolumeStore."""
+        return self._part("volumes")
 
     def runtime(self, name: str | None = None) -> Runtime:
         name = name or self.runtime_name

@@ -129,7 +129,7 @@ class Engine:
 
             self._containers = ContainerManager(
                 self.state_root, self.run_root, runtime=self.runtime, cgroup_parent=self.cgroup_parent,
-                images=self.images, snapshots=self.snapshots, net=lambda: self.networks,
+                images=lambda: self.images, snapshots=lambda: self.snapshots, net=lambda: self.networks,
                 volumes=lambda: self.volumes)
             if self._restore:
                 from stackd.engine.containers_restore import restore
