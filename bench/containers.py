@@ -118,9 +118,11 @@ def main() -> None:
         for name in ("docker", "podman"):
             if shutil.which(name):
                 tools.append(Tool(name, [name], PEER_IMAGE))
+    def is_stackd_shim(cmd: bytes) -> bool:
+        return b"stackd.engine.shim" in cmd and b"shim.launcher" not in cmd and tmp.encode() in cmd
+
     shims = {
-        tools[0].name: lambda c: b"stackd.engine.shim" in c and b"shim.launcher" not in c and tmp.encode() in c,
-        tools[1].name: lambda c: b"stackd.engine.shim" in c and b"shim.launcher" not in c and tmp.encode() in c,
+        **{t.name: is_stackd_shim for t in tools[:2]},
         "docker": lambda c: c.startswith(b"/usr/bin/containerd-shim-runc-v2") or b"containerd-shim-runc-v2\0" in c,
         "podman": lambda c: c.split(b"\0")[0].endswith(b"conmon"),
     }

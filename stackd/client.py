@@ -17,9 +17,8 @@ import os
 import sys
 
 from stackd.daemon import wire
+from stackd.roots import DEFAULT_RUN_ROOT, DEFAULT_STATE_ROOT
 
-DEFAULT_STATE_ROOT = "/var/lib/stackd"  # as stackd.cli.roots, which imports click with its package
-DEFAULT_RUN_ROOT = "/run/stackd"
 FORWARDED = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGWINCH,
              _signal.SIGUSR1, _signal.SIGUSR2)
 EMBEDDED_VERBS = ("daemon",)

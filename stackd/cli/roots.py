@@ -1,12 +1,11 @@
-"""Where the CLI finds stackd's roots and config files (defaults live only here, in the CLI)."""
+"""Where the CLI finds stackd's roots: the environment, else the defaults of stackd.roots."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-DEFAULT_STATE_ROOT = "/var/lib/stackd"
-DEFAULT_RUN_ROOT = "/run/stackd"
+from stackd.roots import DEFAULT_RUN_ROOT, DEFAULT_STATE_ROOT
 
 
 def state_root(environ: dict[str, str] | None = None) -> Path:

@@ -7,6 +7,7 @@ the same under trio's autojump test clock.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -91,15 +92,13 @@ class RealStackEngine:
     def resolver(self, project: str) -> Callable[[str], str]:
         """service → id of its first running-or-any container (for service:X references); the
         records are read on the first reference only (most services have none)."""
-        cache: list[Any] = []
+        @functools.cache
+        def records() -> list[Any]:
+            return [r for r in self.backend.containers.store.list()
+                    if r.config.labels.get(LABEL_STACK) == project and r.config.labels.get(LABEL_ONEOFF) != "True"]
 
         def resolve(service: str) -> str:
-            if not cache:
-                cache.append([r for r in self.backend.containers.store.list()
-                              if r.config.labels.get(LABEL_STACK) == project
-                              and r.config.labels.get(LABEL_ONEOFF) != "True"])
-            recs = cache[0]
-            mine = sorted((r for r in recs if r.config.labels.get(LABEL_SERVICE) == service),
+            mine = sorted((r for r in records() if r.config.labels.get(LABEL_SERVICE) == service),
                           key=lambda r: (r.status != "running", int(r.config.labels.get(LABEL_NUMBER, "0") or 0)))
             if not mine:
                 raise NotFoundError(f"service {service} has no container (needed by another service)")

@@ -175,6 +175,12 @@ STARTED = {"pull": "Pulling", "create-network": "Creating", "create-volume": "Cr
            "wait-healthy": "Waiting", "wait-completed": "Waiting"}
 
 
+def _net_batch(backend: Backend) -> contextlib.AbstractContextManager[object]:
+    """The networks' batch (one DNS update for many attachments), if there is networking."""
+    m = backend.networks
+    return m.batch() if m is not None and hasattr(m, "batch") else contextlib.nullcontext()
+
+
 def default_parallel() -> int:
     """Engine calls in flight when `--parallel` is not given: they run in threads of one process,
     and beyond two per core they mostly contend for the GIL (measured: N=10 `up` uses ~10% less
@@ -208,8 +214,7 @@ def _apply(d: Diff, backend: Backend, opts: UpOptions, report: Report) -> Plan:
         await apply(p, RealStackEngine(backend), parallel=opts.parallel or default_parallel(), on_event=on_event,
                     health_timeout=opts.health_timeout)
 
-    m = backend.networks  # attachments batched: DNS reloads when containers start (flush_dns)
-    with m.batch() if m is not None and hasattr(m, "batch") else contextlib.nullcontext():
+    with _net_batch(backend):  # attachments batched: DNS reloads when containers start (flush_dns)
         trio.run(main)
     return p
 
@@ -323,7 +328,7 @@ def down(name: str, backend: Backend, opts: DownOptions, *, project: Project | N
             remove(r)
 
     m = backend.networks
-    with m.batch() if m is not None and hasattr(m, "batch") else contextlib.nullcontext():
+    with _net_batch(backend):
         for wave in stop_order(recs, deps):
             errors += parallel_each(stop_and_remove, wave, opts.parallel)
     if errors:
